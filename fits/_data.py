@@ -1,0 +1,110 @@
+"""Reading and validating results tables: the boundary between user data and the fitters."""
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["InputError", "read_table", "surface_data", "budget_groups"]
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the parameter, the constraint and what was given."""
+
+
+def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.DataFrame:
+    """Return a DataFrame from a DataFrame or a CSV path, with a clear error when unreadable."""
+    if isinstance(source, pd.DataFrame):
+        return source
+    if isinstance(source, (str, PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{name}: expected a readable CSV file; no file at {str(path)!r}")
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+            raise InputError(f"{name}: could not read {str(path)!r} as CSV ({exc})") from None
+    raise InputError(f"{name}: expected a pandas DataFrame or a CSV path; got {type(source).__name__}")
+
+
+def _positive_column(df: pd.DataFrame, col: str, param: str) -> np.ndarray:
+    if col not in df.columns:
+        raise InputError(
+            f"{param}: column {col!r} not found in the table; columns are {list(df.columns)}"
+        )
+    values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{param}: column {col!r} must hold finite positive numbers; "
+            f"{int(bad.sum())} row(s) do not, first at row {i} (value {df[col].iloc[i]!r})"
+        )
+    return values
+
+
+def surface_data(
+    source,
+    n: str = "params",
+    d: str | None = "tokens",
+    loss: str = "loss",
+    flops: str | None = None,
+    extra: dict[str, str] | None = None,
+    min_points: int = 1,
+    drop_diverged: bool = True,
+) -> pd.DataFrame:
+    """Validate a results table and return a tidy frame with columns N, D, C, loss (+ extras).
+
+    Tokens come from ``d`` or, when ``d`` is None, from ``flops`` as D = C / (6 N).
+    Rows flagged ``diverged`` (a boolean column of that name) are dropped when asked.
+
+    >>> import pandas as pd
+    >>> t = surface_data(pd.DataFrame({"params": [1e6, 2e6], "tokens": [1e8, 1e8], "loss": [3.0, 2.9]}))
+    >>> list(t.columns)
+    ['N', 'D', 'C', 'loss']
+    """
+    df = read_table(source)
+    if len(df) == 0:
+        raise InputError("df: the results table is empty")
+    if drop_diverged and "diverged" in df.columns:
+        df = df[~df["diverged"].fillna(False).astype(bool)]
+    out = pd.DataFrame({"N": _positive_column(df, n, "n")})
+    if d is not None and d in df.columns:
+        out["D"] = _positive_column(df, d, "d")
+    elif flops is not None:
+        c = _positive_column(df, flops, "flops")
+        out["D"] = c / (6.0 * out["N"].to_numpy())
+    else:
+        raise InputError(
+            f"d: column {d!r} not found and no flops column given; columns are {list(df.columns)}"
+        )
+    out["C"] = 6.0 * out["N"] * out["D"]
+    out["loss"] = _positive_column(df, loss, "loss")
+    for key, col in (extra or {}).items():
+        out[key] = _positive_column(df, col, key)
+    if len(out) < min_points:
+        raise InputError(
+            f"df: need at least {min_points} usable rows (one more than the parameters fitted); "
+            f"got {len(out)}"
+        )
+    return out.reset_index(drop=True)
+
+
+def budget_groups(flops: np.ndarray, width_decades: float = 0.1) -> np.ndarray:
+    """Label points by compute budget: runs whose log10 FLOPs lie within ``width_decades`` of
+    their neighbour share a budget (single-linkage on the sorted log budget).
+
+    Labels are 0, 1, ... in increasing compute.
+
+    >>> budget_groups(np.array([1e18, 1.05e18, 1e19, 1.1e19, 1e20])).tolist()
+    [0, 0, 1, 1, 2]
+    """
+    logc = np.log10(np.asarray(flops, dtype=float))
+    order = np.argsort(logc, kind="stable")
+    jumps = np.diff(logc[order]) > width_decades
+    labels_sorted = np.concatenate([[0], np.cumsum(jumps)])
+    labels = np.empty_like(labels_sorted)
+    labels[order] = labels_sorted
+    return labels.astype(int)

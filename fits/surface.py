@@ -1,0 +1,547 @@
+"""Fitting a loss surface L(N, D) to a results table, with bootstrap and calibrated intervals.
+
+Interval kinds
+--------------
+* ``"mean"``: where the fitted curve itself may lie (bootstrap quantiles of the prediction).
+* ``"prediction"``: where a *new run* may land: the curve's uncertainty plus the scatter of
+  runs around the surface. When the data have enough compute budgets, its width is calibrated
+  conformal-style on the data's own extrapolation backtests (fit on the budgets below each of
+  the largest few, score the next budget's runs), so that a stated 90% covers about 90% of
+  runs one budget further out. Otherwise residuals are resampled (uncalibrated), which
+  under-covers when extrapolating; ``interval_method`` says which one a fit carries.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._data import InputError, budget_groups, surface_data
+from ._engine import FitData, robust_fit, start_points
+from ._io import atomic_write_text, read_json, to_jsonable
+from .forms import Form, get_form
+
+__all__ = ["LossSurfaceFit", "fit_loss_surface", "load_fit"]
+
+SCHEMA = "scaling-planner/loss-surface-fit"
+SCHEMA_VERSION = 1
+_MAD = 1.4826  # MAD -> standard deviation for a normal
+
+
+@dataclass(frozen=True, eq=False)
+class LossSurfaceFit:
+    """An immutable loss-surface fit: parameters, uncertainty, data range and provenance.
+
+    Build it with :func:`fit_loss_surface`, or load it with :func:`load_fit`.
+    """
+
+    form: str
+    params: dict
+    objective: float
+    success: bool
+    message: str
+    n_points: int
+    data_range: dict
+    residual_scale: float
+    residuals: np.ndarray
+    bootstrap_params: np.ndarray | None = None
+    conformal_scores: np.ndarray | None = None
+    fixed: tuple = ()
+    diagnostics: tuple = ()
+    options: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    # --- basic views ------------------------------------------------------------------------
+    @property
+    def law(self) -> Form:
+        return get_form(self.form)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.law.param_names
+
+    @property
+    def n_bootstrap(self) -> int:
+        return 0 if self.bootstrap_params is None else len(self.bootstrap_params)
+
+    @property
+    def interval_method(self) -> str:
+        """Which prediction interval this fit gives (see the module docstring)."""
+        if self.conformal_scores is not None and len(self.conformal_scores) >= 5:
+            return (f"prediction interval, conformal-calibrated on {len(self.conformal_scores)} "
+                    f"held-out runs from {self.options.get('calibration_budgets', '?')} "
+                    "extrapolation backtests")
+        if self.n_bootstrap:
+            return "prediction interval, bootstrap + resampled residuals (uncalibrated)"
+        return "no interval (fit without bootstrap)"
+
+    def _bootstrap_dicts(self):
+        if self.bootstrap_params is None:
+            raise ValueError("intervals need bootstrap samples: refit with bootstrap > 0")
+        return [dict(zip(self.param_names, row)) for row in self.bootstrap_params]
+
+    @property
+    def stderr(self) -> dict:
+        """Bootstrap standard deviation of each parameter (NaN without bootstrap)."""
+        if self.bootstrap_params is None:
+            return {p: float("nan") for p in self.param_names}
+        return dict(zip(self.param_names, np.nanstd(self.bootstrap_params, axis=0, ddof=1)))
+
+    def ci(self, level: float = 0.95) -> pd.DataFrame:
+        """Percentile bootstrap intervals of the parameters.
+
+        Returns a DataFrame indexed by parameter with columns value, low, high (low/high are
+        NaN without bootstrap samples; a fixed parameter has low == high == value).
+        """
+        _check_level(level)
+        rows = {}
+        for j, p in enumerate(self.param_names):
+            lo = hi = float("nan")
+            if self.bootstrap_params is not None:
+                lo, hi = np.nanquantile(self.bootstrap_params[:, j], [(1 - level) / 2, (1 + level) / 2])
+            rows[p] = {"value": self.params[p], "low": float(lo), "high": float(hi)}
+        out = pd.DataFrame.from_dict(rows, orient="index")
+        out.index.name = "parameter"
+        return out
+
+    # --- prediction -------------------------------------------------------------------------
+    def predict(self, N, D, **variables) -> np.ndarray:
+        """Predicted loss at (N, D) (arrays broadcast); data-constrained forms take unique_tokens=U."""
+        N, D, variables = self._inputs(N, D, variables)
+        return np.asarray(self.law(N, D, self.params, **variables), dtype=float)
+
+    def _inputs(self, N, D, variables):
+        N = np.asarray(N, dtype=float)
+        D = np.asarray(D, dtype=float)
+        for name, v in (("N", N), ("D", D)):
+            if np.any(~np.isfinite(v) | (v <= 0)):
+                raise InputError(f"{name}: must be finite and positive; got {v}")
+        var = {}
+        law = self.law
+        if "U" in law.variables:
+            U = variables.pop("unique_tokens", variables.pop("U", None))
+            var["U"] = np.broadcast_to(D if U is None else np.asarray(U, dtype=float), np.broadcast(N, D).shape)
+        if variables:
+            raise InputError(f"predict: unexpected arguments {sorted(variables)} for form {self.form!r}")
+        return N, D, var
+
+    def _log_samples(self, N, D, variables) -> np.ndarray:
+        """log predicted loss for every bootstrap sample, shape (B, *broadcast shape)."""
+        return np.stack([np.log(self.law(N, D, p, **variables)) for p in self._bootstrap_dicts()])
+
+    def predict_interval(self, N, D, level: float = 0.9, kind: str = "prediction",
+                         **variables) -> pd.DataFrame:
+        """Loss interval at (N, D): ``kind="prediction"`` for a new run (default) or ``"mean"``.
+
+        Returns a DataFrame with columns N, D, loss, low, high, kind (one row per point).
+        """
+        _check_level(level)
+        if kind not in ("prediction", "mean"):
+            raise InputError(f"kind: must be 'prediction' or 'mean'; got {kind!r}")
+        N, D, var = self._inputs(N, D, dict(variables))
+        shape = np.broadcast(N, D).shape
+        N, D = np.broadcast_to(N, shape), np.broadcast_to(D, shape)
+        center = np.log(self.law(N, D, self.params, **var))
+        logs = self._log_samples(N, D, var)
+        q = ((1 - level) / 2, (1 + level) / 2)
+        if kind == "mean":
+            lo, hi = np.nanquantile(logs, q, axis=0)
+            method = "mean-curve interval (bootstrap percentiles)"
+        elif self.conformal_scores is not None and len(self.conformal_scores) >= 5:
+            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.residual_scale**2)
+            half = conformal_quantile(self.conformal_scores, level) * sigma
+            lo, hi = center - half, center + half
+            method = self.interval_method
+        else:
+            rng = np.random.default_rng(self.options.get("seed", 0))
+            noise = rng.choice(self.residuals, size=logs.shape)
+            lo, hi = np.nanquantile(logs + noise, q, axis=0)
+            method = self.interval_method
+        return pd.DataFrame({
+            "N": N.ravel(), "D": D.ravel(), "loss": np.exp(center).ravel(),
+            "low": np.exp(lo).ravel(), "high": np.exp(hi).ravel(),
+            "level": level, "kind": method,
+        })
+
+    def optimal_allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
+                           **variables) -> pd.DataFrame:
+        """Compute-optimal allocation at budgets C (FLOPs, C = 6 N D), scalar or array.
+
+        Columns flops, params, tokens, tokens_per_param, loss, decades_beyond_fit; with bootstrap
+        samples also *_low/*_high for params, tokens, tokens_per_param (percentiles of the
+        refits' allocations) and loss (``kind`` interval at the point allocation). A
+        data-constrained fit takes ``unique_tokens=U`` (without it, data are never repeated).
+        """
+        C = np.atleast_1d(np.asarray(C, dtype=float))
+        if np.any(~np.isfinite(C) | (C <= 0)):
+            raise InputError(f"C: budgets must be finite and positive FLOPs; got {C}")
+        var = {}
+        if "U" in self.law.variables:
+            U = variables.pop("unique_tokens", variables.pop("U", None))
+            if U is not None:
+                var["U"] = np.broadcast_to(np.asarray(U, dtype=float), C.shape)
+        N, D = self._optimal(C, self.params, var)
+        out = pd.DataFrame({"flops": C, "params": N, "tokens": D, "tokens_per_param": D / N})
+        out["loss"] = self.predict(N, D, **({"unique_tokens": var["U"]} if var else {}))
+        out["decades_beyond_fit"] = self.decades_beyond_fit(C)
+        if self.bootstrap_params is not None and level is not None:
+            _check_level(level)
+            allocs = np.array([self._optimal(C, p, var) for p in self._bootstrap_dicts()])  # (B, 2, k)
+            q = ((1 - level) / 2, (1 + level) / 2)
+            for name, vals in (("params", allocs[:, 0]), ("tokens", allocs[:, 1]),
+                               ("tokens_per_param", allocs[:, 1] / allocs[:, 0])):
+                out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(vals, q, axis=0)
+            iv = self.predict_interval(N, D, level=level, kind=kind,
+                                       **({"unique_tokens": var["U"]} if var else {}))
+            out["loss_low"], out["loss_high"] = iv["low"].to_numpy(), iv["high"].to_numpy()
+        return out
+
+    def _optimal(self, C, params, var):
+        if var:
+            Ns, Ds = zip(*[self.law.optimal(np.array([c]), params, U=np.array([u]))
+                           for c, u in zip(C, var["U"])])
+            return np.concatenate(Ns), np.concatenate(Ds)
+        return self.law.optimal(C, params)
+
+    def decades_beyond_fit(self, C) -> np.ndarray:
+        """How many decades of compute C lies outside the fitted budgets (0 inside)."""
+        logc = np.log10(np.asarray(C, dtype=float))
+        lo, hi = math.log10(self.data_range["C_min"]), math.log10(self.data_range["C_max"])
+        return np.maximum(0.0, np.maximum(logc - hi, lo - logc))
+
+    # --- reports ----------------------------------------------------------------------------
+    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
+        """Tidy parameter table: value, stderr, low, high, fixed, one row per parameter."""
+        out = self.ci(level)
+        out.insert(1, "stderr", pd.Series(self.stderr))
+        out["fixed"] = [p in self.fixed for p in out.index]
+        out["level"] = level
+        return out
+
+    def report(self, level: float = 0.95) -> str:
+        """A plain-text report: form, data, objective, parameters with intervals, warnings."""
+        r = self.data_range
+        lines = [
+            f"Loss-surface fit: {self.form} ({self.law.citation})",
+            f"  points: {self.n_points}   budgets: {r.get('n_budgets', '?')}   "
+            f"N: {r['N_min']:.3g}..{r['N_max']:.3g}   D: {r['D_min']:.3g}..{r['D_max']:.3g}   "
+            f"C: {r['C_min']:.3g}..{r['C_max']:.3g}",
+            f"  objective (sum Huber, delta={self.options.get('delta')}): {self.objective:.6g}   "
+            f"converged: {self.success}",
+            f"  residual scale (log loss, robust sd): {self.residual_scale:.4g}",
+            f"  bootstrap refits: {self.n_bootstrap}   intervals: {self.interval_method}",
+            "",
+            self.to_frame(level).to_string(float_format=lambda v: f"{v:.6g}"),
+        ]
+        if self.diagnostics:
+            lines += ["", "Warnings:"] + [f"  - {w}" for w in self.diagnostics]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def _repr_html_(self) -> str:
+        head = (f"<b>Loss-surface fit</b>: {self.form}, {self.n_points} points, "
+                f"objective {self.objective:.4g}, {self.n_bootstrap} bootstrap refits")
+        warn = "".join(f"<li>{w}</li>" for w in self.diagnostics)
+        return head + self.to_frame().to_html() + (f"<ul>{warn}</ul>" if warn else "")
+
+    def plot(self, ax=None, data: pd.DataFrame | None = None, level: float = 0.9):
+        """Predicted loss along the compute-optimal frontier, with its interval, the fitted
+        budget range shaded and, when ``data`` (a frame with columns C, loss) is given, the runs."""
+        from ._plot import get_axes
+
+        ax = get_axes(ax)
+        r = self.data_range
+        C = np.logspace(math.log10(r["C_min"]) - 0.5, math.log10(r["C_max"]) + 2.0, 60)
+        alloc = self.optimal_allocation(C, level=level if self.n_bootstrap else None)
+        ax.plot(C, alloc["loss"], color="C0", label=f"{self.form} fit, compute-optimal")
+        if "loss_low" in alloc:
+            ax.fill_between(C, alloc["loss_low"], alloc["loss_high"], color="C0", alpha=0.2,
+                            label=f"{level:.0%} {self.interval_method.split(',')[0]}")
+        ax.axvspan(r["C_min"], r["C_max"], color="0.9", zorder=0, label="fitted budgets")
+        if data is not None:
+            ax.scatter(data["C"], data["loss"], s=8, color="k", alpha=0.5, label="runs")
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize="small")
+        return ax
+
+    # --- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return to_jsonable({
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "form": self.form, "param_names": list(self.param_names), "params": self.params,
+            "objective": self.objective, "success": self.success, "message": self.message,
+            "n_points": self.n_points, "data_range": self.data_range,
+            "residual_scale": self.residual_scale, "residuals": self.residuals,
+            "bootstrap_params": self.bootstrap_params, "conformal_scores": self.conformal_scores,
+            "fixed": list(self.fixed), "diagnostics": list(self.diagnostics),
+            "options": self.options, "provenance": self.provenance,
+        })
+
+    def to_json(self, path) -> Path:
+        """Write the fit as JSON (atomically); :func:`load_fit` reads it back without the data."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "fit") -> "LossSurfaceFit":
+        if d.get("schema") != SCHEMA:
+            raise InputError(f"{source}: not a loss-surface fit (schema {d.get('schema')!r}, "
+                             f"expected {SCHEMA!r})")
+        try:
+            form = get_form(d["form"])
+            params = {p: float(d["params"][p]) for p in form.param_names}
+            arr = lambda v: None if v is None else np.asarray(v, dtype=float)
+            boot = arr(d.get("bootstrap_params"))
+            if boot is not None and (boot.ndim != 2 or boot.shape[1] != len(form.param_names)):
+                raise ValueError("bootstrap_params has the wrong shape")
+            return cls(
+                form=form.name, params=params, objective=float(d["objective"]),
+                success=bool(d["success"]), message=str(d.get("message", "")),
+                n_points=int(d["n_points"]),
+                data_range={k: float(v) for k, v in d["data_range"].items()},
+                residual_scale=float(d["residual_scale"]), residuals=arr(d["residuals"]),
+                bootstrap_params=boot, conformal_scores=arr(d.get("conformal_scores")),
+                fixed=tuple(d.get("fixed", ())), diagnostics=tuple(d.get("diagnostics", ())),
+                options=dict(d.get("options", {})), provenance=dict(d.get("provenance", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{source}: malformed loss-surface fit ({type(exc).__name__}: {exc})") from None
+
+
+def load_fit(path) -> LossSurfaceFit:
+    """Load a fit written by :meth:`LossSurfaceFit.to_json`.
+
+    Raises InputError (a ValueError) naming the file when it is missing, corrupt or foreign.
+    """
+    return LossSurfaceFit.from_dict(read_json(path, "fit"), source=f"fit {str(path)!r}")
+
+
+# --- fitting --------------------------------------------------------------------------------
+
+def _check_level(level):
+    if not (isinstance(level, (float, int)) and 0 < level < 1):
+        raise InputError(f"level: must be a number strictly between 0 and 1; got {level!r}")
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """Split-conformal quantile with the finite-sample correction ceil((n+1) level) / n."""
+    s = np.sort(np.asarray(scores, dtype=float))
+    k = math.ceil((len(s) + 1) * level)
+    return float(s[min(k, len(s)) - 1])
+
+
+def _diagnose(form: Form, params: dict, frame: pd.DataFrame, fixed) -> list[str]:
+    out = []
+    for p, (lo, hi) in form.bounds.items():
+        if p in fixed:
+            continue
+        span = (hi - lo) if np.isfinite(hi - lo) else 1.0
+        if abs(params[p] - lo) < 1e-3 * span or abs(params[p] - hi) < 1e-3 * span:
+            out.append(f"{p} = {params[p]:.4g} sits on its bound [{lo}, {hi}]: the data do not "
+                       "pin it; treat derived allocations as unreliable")
+    for col, what in (("N", "model size N"), ("D", "token count D")):
+        span = math.log10(frame[col].max() / frame[col].min())
+        if span < 1.0:
+            out.append(f"{what} spans only {span:.2f} decades (< 1): its exponent is barely "
+                       "identifiable; widen the sweep")
+    return out
+
+
+def _fit_once(form, data, delta, fixed, starts=None):
+    if starts is None:
+        starts = start_points(form, data, delta)
+        if fixed:
+            starts = [np.where([n in fixed for n in form.param_names],
+                               form.to_theta({**form.from_theta(s), **fixed}), s) for s in starts]
+    return robust_fit(form, data, starts, delta, fixed)
+
+
+def fit_loss_surface(
+    df,
+    n: str = "params",
+    d: str | None = "tokens",
+    loss: str = "loss",
+    form: str | Form = "chinchilla",
+    flops: str | None = None,
+    unique_tokens: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    group: str | None = None,
+    fixed: dict | None = None,
+    free: tuple = (),
+    delta: float = 1e-3,
+    calibrate: bool | None = None,
+    progress: bool = False,
+) -> LossSurfaceFit:
+    """Fit a loss surface to a results table.
+
+    Parameters
+    ----------
+    df : DataFrame or CSV path with one row per run (or evaluation).
+    n, d, loss : column names of parameters N, tokens D and loss. With ``d=None`` (or ``d``
+        absent) and ``flops`` given, D = C / (6 N).
+    form : a registered form name ("chinchilla", "kaplan", "data_constrained") or a Form.
+    unique_tokens : column of unique tokens U (data-constrained form).
+    bootstrap : number of bootstrap refits (0 for none). Rows are resampled with replacement,
+        or whole groups when ``group`` names a column (e.g. run_id or a budget label).
+    seed : seed of every random draw; the same inputs and seed give the same fit.
+    fixed : parameters held at given values (e.g. ``{"E": 1.7}``).
+    free : parameters with published defaults to fit rather than hold (the data-constrained
+        form holds R_D_star and R_N_star at Muennighoff et al.'s values unless freed here).
+    delta : Huber threshold on log-loss residuals (Besiroglu et al. 2024 use 1e-3).
+    calibrate : calibrate prediction intervals on extrapolation backtests; default: when
+        bootstrapping and the data hold at least 5 compute budgets.
+    progress : show a progress bar over the bootstrap refits.
+
+    Returns
+    -------
+    LossSurfaceFit
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> N, D = np.meshgrid(np.logspace(7, 9, 5), np.logspace(9, 11, 5))
+    >>> L = 1.8 + 480 / N**0.35 + 2000 / D**0.37
+    >>> fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L.ravel()}))
+    >>> round(fit.params["alpha"], 3), round(fit.params["E"], 3)
+    (0.35, 1.8)
+    """
+    law = get_form(form)
+    fixed = dict(fixed or {})
+    unknown_free = set(free) - set(law.defaults)
+    if unknown_free:
+        raise InputError(f"free: only {sorted(law.defaults)} can be freed for form {law.name!r}; "
+                         f"got {sorted(unknown_free)}")
+    for k, v in law.defaults.items():
+        if k not in free:
+            fixed.setdefault(k, v)
+    unknown = set(fixed) - set(law.param_names)
+    if unknown:
+        raise InputError(f"fixed: unknown parameter(s) {sorted(unknown)} for form {law.name!r}; "
+                         f"parameters are {list(law.param_names)}")
+    if law.variables and unique_tokens is None:
+        raise InputError(f"unique_tokens: form {law.name!r} needs a column of unique tokens")
+    if not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise InputError(f"bootstrap: must be a non-negative integer; got {bootstrap!r}")
+    if not (isinstance(delta, (int, float)) and delta > 0):
+        raise InputError(f"delta: must be a positive number; got {delta!r}")
+    n_free = len(law.param_names) - len(fixed)
+    extra = {"U": unique_tokens} if law.variables else {}
+    frame = surface_data(df, n=n, d=d, loss=loss, flops=flops, extra=extra, min_points=n_free + 1)
+    if frame["N"].nunique() < 2:
+        raise InputError(f"n: column {n!r} holds a single model size ({frame['N'].iloc[0]:.4g}); "
+                         "a surface needs at least two")
+    if frame["D"].nunique() < 2:
+        raise InputError(f"d: the tokens hold a single value ({frame['D'].iloc[0]:.4g}); "
+                         "a surface needs at least two")
+    groups_budget = budget_groups(frame["C"].to_numpy())
+    data = FitData.from_frame(frame, law.variables)
+
+    best = _fit_once(law, data, delta, fixed)
+    params = law.from_theta(best.theta)
+    resid = law.log_predict(best.theta, data.arrays) - data["logL"]
+    scale = float(_MAD * np.median(np.abs(resid - np.median(resid))))
+
+    boot = None
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        if group is not None:
+            df_in = df if isinstance(df, pd.DataFrame) else pd.read_csv(df)
+            if group not in df_in.columns:
+                raise InputError(f"group: column {group!r} not found; columns are {list(df_in.columns)}")
+            labels = _group_labels(df_in, group, frame)
+        else:
+            labels = np.arange(len(frame))
+        boot = _bootstrap(law, data, labels, best.theta, bootstrap, rng, delta, fixed, progress)
+
+    do_cal = calibrate if calibrate is not None else bool(bootstrap) and groups_budget.max() >= 4
+    scores, n_cal = None, 0
+    if do_cal:
+        if not bootstrap:
+            raise InputError("calibrate: calibration needs bootstrap > 0")
+        scores, n_cal = _conformal_scores(law, frame, groups_budget, delta, fixed, seed)
+
+    range_ = {
+        "N_min": frame["N"].min(), "N_max": frame["N"].max(),
+        "D_min": frame["D"].min(), "D_max": frame["D"].max(),
+        "C_min": frame["C"].min(), "C_max": frame["C"].max(),
+        "loss_min": frame["loss"].min(), "loss_max": frame["loss"].max(),
+        "n_budgets": int(groups_budget.max() + 1),
+    }
+    diag = _diagnose(law, params, frame, fixed)
+    if not best.success:
+        diag.append(f"optimiser did not report convergence: {best.message}")
+    src = df if isinstance(df, (str, Path)) else "DataFrame"
+    return LossSurfaceFit(
+        form=law.name, params=params, objective=best.cost, success=best.success,
+        message=best.message, n_points=len(frame), data_range={k: float(v) for k, v in range_.items()},
+        residual_scale=scale, residuals=resid, bootstrap_params=boot, conformal_scores=scores,
+        fixed=tuple(sorted(fixed)), diagnostics=tuple(diag),
+        options={"delta": delta, "seed": seed, "bootstrap": bootstrap, "group": group,
+                 "columns": {"n": n, "d": d, "loss": loss, "flops": flops,
+                             "unique_tokens": unique_tokens},
+                 "calibration_budgets": n_cal},
+        provenance=_provenance(src),
+    )
+
+
+def _group_labels(df_in: pd.DataFrame, group: str, frame: pd.DataFrame) -> np.ndarray:
+    g = df_in[group]
+    if "diverged" in df_in.columns:
+        g = g[~df_in["diverged"].fillna(False).astype(bool)]
+    return pd.factorize(g.to_numpy())[0][: len(frame)]
+
+
+def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.ndarray:
+    uniq = np.unique(labels)
+    members = [np.flatnonzero(labels == u) for u in uniq]
+    out = np.full((B, len(law.param_names)), np.nan)
+    it = range(B)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="bootstrap", unit="fit")
+    for b in it:
+        pick = rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([members[i] for i in pick])
+        opt = robust_fit(law, data.take(idx), [theta0], delta, fixed)
+        if np.isfinite(opt.cost):
+            out[b] = [law.from_theta(opt.theta)[p] for p in law.param_names]
+    return out
+
+
+def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, boot=100):
+    """Extrapolation backtests: for each of the largest budgets g, fit on budgets < g and score
+    the runs at g by |log residual| / predictive sd. Returns (scores, number of backtests)."""
+    n_groups = int(groups.max()) + 1
+    holdouts = [g for g in range(max(3, n_groups - max_holdouts), n_groups)]
+    scores = []
+    for g in holdouts:
+        train, test = frame[groups < g], frame[groups == g]
+        if len(train) <= len(law.param_names) or train["N"].nunique() < 2 or train["D"].nunique() < 2:
+            continue
+        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens"}),
+                               form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
+                               calibrate=False, unique_tokens="U" if law.variables else None)
+        var = {"unique_tokens": test["U"].to_numpy()} if law.variables else {}
+        N, D = test["N"].to_numpy(), test["D"].to_numpy()
+        center = np.log(sub.predict(N, D, **var))
+        Nb, Db, v = sub._inputs(N, D, dict(var))
+        sd = np.sqrt(np.nanvar(sub._log_samples(Nb, Db, v), axis=0) + sub.residual_scale**2)
+        scores.extend(np.abs(np.log(test["loss"].to_numpy()) - center) / sd)
+    return (np.asarray(scores) if scores else None), len(holdouts)
+
+
+def _provenance(source) -> dict:
+    from . import __version__
+
+    return {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_version": __version__, "source": str(source)}
