@@ -7,6 +7,8 @@ Pure numpy/scipy/lmfit/pandas; importing ``fits`` never imports torch.
 from ._data import InputError, budget_groups, surface_data
 from .forms import FORMS, Form, chinchilla, chinchilla_allocation, data_constrained, get_form, kaplan, register_form
 from .surface import LossSurfaceFit, fit_loss_surface, load_fit
+from .isoflop import IsoflopResult, isoflop_analysis
+from .backtest import BacktestResult, backtest
 
 __version__ = "0.1.0"
 
@@ -25,4 +27,8 @@ __all__ = [
     "LossSurfaceFit",
     "fit_loss_surface",
     "load_fit",
+    "IsoflopResult",
+    "isoflop_analysis",
+    "BacktestResult",
+    "backtest",
 ]

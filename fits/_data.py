@@ -92,19 +92,28 @@ def surface_data(
     return out.reset_index(drop=True)
 
 
-def budget_groups(flops: np.ndarray, width_decades: float = 0.1) -> np.ndarray:
-    """Label points by compute budget: runs whose log10 FLOPs lie within ``width_decades`` of
-    their neighbour share a budget (single-linkage on the sorted log budget).
+def budget_groups(flops: np.ndarray, width_decades: float = 0.25, tol_decades: float = 0.02) -> np.ndarray:
+    """Label points by compute budget, 0, 1, ... in increasing compute.
 
-    Labels are 0, 1, ... in increasing compute.
+    Sweeps planned at fixed budgets are grouped exactly: runs whose log10 FLOPs lie within
+    ``tol_decades`` of a neighbour share a budget. When that chains into a group wider than
+    ``width_decades``, or most groups hold fewer than three runs (budgets that vary
+    continuously, as in data read off a figure), log10 FLOPs are binned into bins
+    ``width_decades`` wide instead.
 
-    >>> budget_groups(np.array([1e18, 1.05e18, 1e19, 1.1e19, 1e20])).tolist()
-    [0, 0, 1, 1, 2]
+    >>> budget_groups(np.array([1e18, 1.01e18, 1.02e18, 1e19, 1.01e19, 1.02e19])).tolist()
+    [0, 0, 0, 1, 1, 1]
     """
     logc = np.log10(np.asarray(flops, dtype=float))
     order = np.argsort(logc, kind="stable")
-    jumps = np.diff(logc[order]) > width_decades
+    jumps = np.diff(logc[order]) > tol_decades
     labels_sorted = np.concatenate([[0], np.cumsum(jumps)])
+    starts = np.concatenate([[0], np.flatnonzero(jumps) + 1])
+    ends = np.concatenate([np.flatnonzero(jumps), [len(logc) - 1]])
+    sizes = ends - starts + 1
+    if np.max(logc[order][ends] - logc[order][starts]) > width_decades or np.median(sizes) < 3:
+        bins = np.floor(logc / width_decades + 0.5)
+        return np.unique(bins, return_inverse=True)[1].astype(int)
     labels = np.empty_like(labels_sorted)
     labels[order] = labels_sorted
     return labels.astype(int)

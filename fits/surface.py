@@ -229,7 +229,7 @@ class LossSurfaceFit:
         r = self.data_range
         lines = [
             f"Loss-surface fit: {self.form} ({self.law.citation})",
-            f"  points: {self.n_points}   budgets: {r.get('n_budgets', '?')}   "
+            f"  points: {self.n_points}   budgets: {int(r.get('n_budgets', 0))}   "
             f"N: {r['N_min']:.3g}..{r['N_max']:.3g}   D: {r['D_min']:.3g}..{r['D_max']:.3g}   "
             f"C: {r['C_min']:.3g}..{r['C_max']:.3g}",
             f"  objective (sum Huber, delta={self.options.get('delta')}): {self.objective:.6g}   "
