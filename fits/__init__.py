@@ -1,34 +1,48 @@
-"""Fit scaling laws to results tables: loss surfaces, isoFLOP analyses, backtests.
+"""Fit scaling laws to results tables: loss surfaces, isoFLOP analyses, backtests,
+learning-rate/batch-size laws, muP transfer checks and repeated-data risk.
 
-Pure numpy/scipy/lmfit/pandas; importing ``fits`` never imports torch.
+Pure numpy/scipy/lmfit/pandas; importing ``fits`` never imports torch. Names load on first
+use, so ``from fits import load_fit`` stays light (no pandas or scipy until a fit is run).
 
 >>> from fits import fit_loss_surface, load_fit, isoflop_analysis, backtest
 """
-from ._data import InputError, budget_groups, surface_data
-from .forms import FORMS, Form, chinchilla, chinchilla_allocation, data_constrained, get_form, kaplan, register_form
-from .surface import LossSurfaceFit, fit_loss_surface, load_fit
-from .isoflop import IsoflopResult, isoflop_analysis
-from .backtest import BacktestResult, backtest
+from importlib import import_module
+
+from .errors import InputError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "InputError",
-    "budget_groups",
-    "surface_data",
-    "FORMS",
-    "Form",
-    "chinchilla",
-    "chinchilla_allocation",
-    "data_constrained",
-    "get_form",
-    "kaplan",
-    "register_form",
-    "LossSurfaceFit",
-    "fit_loss_surface",
-    "load_fit",
-    "IsoflopResult",
-    "isoflop_analysis",
-    "BacktestResult",
-    "backtest",
-]
+_EXPORTS = {
+    "budget_groups": "._data",
+    "surface_data": "._data",
+    "FORMS": ".forms",
+    "Form": ".forms",
+    "chinchilla": ".forms",
+    "chinchilla_allocation": ".forms",
+    "data_constrained": ".forms",
+    "effective_data": ".forms",
+    "get_form": ".forms",
+    "kaplan": ".forms",
+    "register_form": ".forms",
+    "LossSurfaceFit": ".surface",
+    "fit_loss_surface": ".surface",
+    "load_fit": ".surface",
+    "IsoflopResult": ".isoflop",
+    "isoflop_analysis": ".isoflop",
+    "BacktestResult": ".backtest",
+    "backtest": ".backtest",
+}
+
+__all__ = ["InputError", "__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fits' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._data import InputError
+from .errors import InputError
 
 __all__ = ["guarded", "fail"]
 

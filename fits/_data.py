@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
+
 __all__ = ["InputError", "read_table", "surface_data", "budget_groups"]
-
-
-class InputError(ValueError):
-    """Bad user input: the message names the parameter, the constraint and what was given."""
 
 
 def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.DataFrame:

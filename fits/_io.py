@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,14 @@ __all__ = ["atomic_write_text", "to_jsonable", "read_json"]
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file and rename: readers never see a partial
     file, and an existing file survives a failed write untouched."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -46,7 +50,7 @@ def to_jsonable(obj):
 
 def read_json(path, what: str) -> dict:
     """Read a JSON object from ``path``; raise InputError naming ``what`` when it is not one."""
-    from ._data import InputError
+    from .errors import InputError
 
     path = Path(path)
     if not path.is_file():

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._data import InputError, budget_groups, surface_data
+from ._data import budget_groups, surface_data
+from .errors import InputError
 from .isoflop import parabola_vertex
 from .surface import LossSurfaceFit, fit_loss_surface
 

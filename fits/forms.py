@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 __all__ = [
     "chinchilla",
@@ -23,6 +23,7 @@ __all__ = [
     "get_form",
     "register_form",
     "chinchilla_allocation",
+    "effective_data",
 ]
 
 
@@ -80,7 +81,8 @@ def effective_data(D, U, R_D_star):
 
 def data_constrained(N, D, U, E, A, B, alpha, beta, R_D_star, R_N_star):
     """Data-constrained surface of Muennighoff et al. 2023 (eq. 7): the Chinchilla form in
-    effective parameters N' and effective data D' given U unique tokens.
+    effective parameters N' and effective data D' given U unique tokens (U = None: all of D
+    is unique, and the law is Chinchilla's).
 
     >>> p = dict(E=np.exp(0.6254804), A=np.exp(6.255414), B=np.exp(7.3049974),
     ...          alpha=0.3526596, beta=0.3526596, R_D_star=15.387756, R_N_star=5.309743)
@@ -88,7 +90,7 @@ def data_constrained(N, D, U, E, A, B, alpha, beta, R_D_star, R_N_star):
     True
     """
     N = np.asarray(N, dtype=float)
-    U = np.minimum(np.asarray(U, dtype=float), np.asarray(D, dtype=float))
+    U = np.minimum(np.asarray(D if U is None else U, dtype=float), np.asarray(D, dtype=float))
     D_eff = effective_data(D, U, R_D_star)
     U_N = np.minimum(N, _unique_params(U, E, A, B, alpha, beta))
     R_N = N / U_N - 1.0
@@ -123,13 +125,14 @@ class Form:
     defaults: dict = field(default_factory=dict)
     allocate: Callable | None = None
 
-    @property
+    @cached_property
     def param_names(self) -> tuple[str, ...]:
         skip = {"N", "D", *self.variables}
         return tuple(p for p in inspect.signature(self.func).parameters if p not in skip)
 
     def __call__(self, N, D, params: dict, **variables):
-        return self.func(N, D, *[variables[v] for v in self.variables], **params)
+        # a data variable left out is passed as None (the law's own default, e.g. U = D)
+        return self.func(N, D, *[variables.get(v) for v in self.variables], **params)
 
     # theta: the vector the optimiser sees (logs of the positive parameters)
     def to_theta(self, params: dict) -> np.ndarray:
@@ -166,6 +169,7 @@ class Form:
         C = np.atleast_1d(np.asarray(C, dtype=float))
         if self.allocate is not None and not variables:
             return self.allocate(C, **params)
+        from scipy.optimize import minimize_scalar
         Ns = np.empty_like(C)
         for i, c in enumerate(C):
             def obj(logn, c=c):
@@ -233,7 +237,7 @@ def get_form(name: str | Form) -> Form:
     if isinstance(name, Form):
         return name
     if name not in FORMS:
-        from ._data import InputError
+        from .errors import InputError
         raise InputError(f"form: must be one of {sorted(FORMS)}; got {name!r}")
     return FORMS[name]
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._data import InputError, budget_groups, surface_data
+from ._data import budget_groups, surface_data
+from .errors import InputError
 
 __all__ = ["IsoflopResult", "isoflop_analysis", "parabola_vertex"]
 

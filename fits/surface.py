@@ -15,17 +15,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from ._data import InputError, budget_groups, surface_data
-from ._engine import FitData, robust_fit, start_points
 from ._io import atomic_write_text, read_json, to_jsonable
+from .errors import InputError
 from .forms import Form, get_form
+
+if TYPE_CHECKING:  # pandas and scipy load only when a table is built or a fit is run,
+    import pandas as pd  # so that loading a saved fit to plan stays fast
 
 __all__ = ["LossSurfaceFit", "fit_loss_surface", "load_fit"]
 
@@ -81,10 +82,11 @@ class LossSurfaceFit:
             return "prediction interval, bootstrap + resampled residuals (uncalibrated)"
         return "no interval (fit without bootstrap)"
 
-    def _bootstrap_dicts(self):
+    def _sample_columns(self) -> dict:
+        """Bootstrap samples as {parameter: column of shape (B, 1)}, to broadcast against points."""
         if self.bootstrap_params is None:
             raise ValueError("intervals need bootstrap samples: refit with bootstrap > 0")
-        return [dict(zip(self.param_names, row)) for row in self.bootstrap_params]
+        return {p: self.bootstrap_params[:, j, None] for j, p in enumerate(self.param_names)}
 
     @property
     def stderr(self) -> dict:
@@ -93,12 +95,14 @@ class LossSurfaceFit:
             return {p: float("nan") for p in self.param_names}
         return dict(zip(self.param_names, np.nanstd(self.bootstrap_params, axis=0, ddof=1)))
 
-    def ci(self, level: float = 0.95) -> pd.DataFrame:
+    def ci(self, level: float = 0.95) -> "pd.DataFrame":
         """Percentile bootstrap intervals of the parameters.
 
         Returns a DataFrame indexed by parameter with columns value, low, high (low/high are
         NaN without bootstrap samples; a fixed parameter has low == high == value).
         """
+        import pandas as pd
+
         _check_level(level)
         rows = {}
         for j, p in enumerate(self.param_names):
@@ -132,52 +136,56 @@ class LossSurfaceFit:
         return N, D, var
 
     def _log_samples(self, N, D, variables) -> np.ndarray:
-        """log predicted loss for every bootstrap sample, shape (B, *broadcast shape)."""
-        return np.stack([np.log(self.law(N, D, p, **variables)) for p in self._bootstrap_dicts()])
+        """log predicted loss for every bootstrap sample, shape (B, n points)."""
+        flat = lambda a: np.ravel(a)[None, :]
+        with np.errstate(all="ignore"):
+            return np.log(self.law(flat(N), flat(D), self._sample_columns(),
+                                   **{k: flat(v) for k, v in variables.items()}))
 
-    def predict_interval(self, N, D, level: float = 0.9, kind: str = "prediction",
-                         **variables) -> pd.DataFrame:
-        """Loss interval at (N, D): ``kind="prediction"`` for a new run (default) or ``"mean"``.
-
-        Returns a DataFrame with columns N, D, loss, low, high, kind (one row per point).
-        """
+    def interval(self, N, D, level: float = 0.9, kind: str = "prediction",
+                 **variables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(loss, low, high) arrays at (N, D); see :meth:`predict_interval`."""
         _check_level(level)
         if kind not in ("prediction", "mean"):
             raise InputError(f"kind: must be 'prediction' or 'mean'; got {kind!r}")
         N, D, var = self._inputs(N, D, dict(variables))
         shape = np.broadcast(N, D).shape
         N, D = np.broadcast_to(N, shape), np.broadcast_to(D, shape)
-        center = np.log(self.law(N, D, self.params, **var))
+        center = np.log(self.law(N, D, self.params, **var)).ravel()
         logs = self._log_samples(N, D, var)
         q = ((1 - level) / 2, (1 + level) / 2)
         if kind == "mean":
             lo, hi = np.nanquantile(logs, q, axis=0)
-            method = "mean-curve interval (bootstrap percentiles)"
         elif self.conformal_scores is not None and len(self.conformal_scores) >= 5:
             sigma = np.sqrt(np.nanvar(logs, axis=0) + self.residual_scale**2)
             half = conformal_quantile(self.conformal_scores, level) * sigma
             lo, hi = center - half, center + half
-            method = self.interval_method
         else:
             rng = np.random.default_rng(self.options.get("seed", 0))
             noise = rng.choice(self.residuals, size=logs.shape)
             lo, hi = np.nanquantile(logs + noise, q, axis=0)
-            method = self.interval_method
-        return pd.DataFrame({
-            "N": N.ravel(), "D": D.ravel(), "loss": np.exp(center).ravel(),
-            "low": np.exp(lo).ravel(), "high": np.exp(hi).ravel(),
-            "level": level, "kind": method,
-        })
+        return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
 
-    def optimal_allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
-                           **variables) -> pd.DataFrame:
-        """Compute-optimal allocation at budgets C (FLOPs, C = 6 N D), scalar or array.
+    def interval_kind(self, kind: str = "prediction") -> str:
+        """Words for the interval that :meth:`interval` gives for ``kind``."""
+        return "mean-curve interval (bootstrap percentiles)" if kind == "mean" else self.interval_method
 
-        Columns flops, params, tokens, tokens_per_param, loss, decades_beyond_fit; with bootstrap
-        samples also *_low/*_high for params, tokens, tokens_per_param (percentiles of the
-        refits' allocations) and loss (``kind`` interval at the point allocation). A
-        data-constrained fit takes ``unique_tokens=U`` (without it, data are never repeated).
+    def predict_interval(self, N, D, level: float = 0.9, kind: str = "prediction",
+                         **variables) -> "pd.DataFrame":
+        """Loss interval at (N, D): ``kind="prediction"`` for a new run (default) or ``"mean"``.
+
+        Returns a DataFrame with columns N, D, loss, low, high, level, kind (one row per point).
         """
+        import pandas as pd
+
+        loss, lo, hi = self.interval(N, D, level, kind, **variables)
+        N, D = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float))
+        return pd.DataFrame({"N": N.ravel(), "D": D.ravel(), "loss": loss.ravel(), "low": lo.ravel(),
+                             "high": hi.ravel(), "level": level, "kind": self.interval_kind(kind)})
+
+    def allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
+                   **variables) -> dict:
+        """Compute-optimal allocation as a dict of arrays; see :meth:`optimal_allocation`."""
         C = np.atleast_1d(np.asarray(C, dtype=float))
         if np.any(~np.isfinite(C) | (C <= 0)):
             raise InputError(f"C: budgets must be finite and positive FLOPs; got {C}")
@@ -187,20 +195,36 @@ class LossSurfaceFit:
             if U is not None:
                 var["U"] = np.broadcast_to(np.asarray(U, dtype=float), C.shape)
         N, D = self._optimal(C, self.params, var)
-        out = pd.DataFrame({"flops": C, "params": N, "tokens": D, "tokens_per_param": D / N})
-        out["loss"] = self.predict(N, D, **({"unique_tokens": var["U"]} if var else {}))
-        out["decades_beyond_fit"] = self.decades_beyond_fit(C)
+        uvar = {"unique_tokens": var["U"]} if var else {}
+        out = {"flops": C, "params": N, "tokens": D, "tokens_per_param": D / N,
+               "loss": self.predict(N, D, **uvar), "decades_beyond_fit": self.decades_beyond_fit(C)}
         if self.bootstrap_params is not None and level is not None:
             _check_level(level)
-            allocs = np.array([self._optimal(C, p, var) for p in self._bootstrap_dicts()])  # (B, 2, k)
+            Nb, Db = self._optimal_samples(C, var)  # (B, k) each
             q = ((1 - level) / 2, (1 + level) / 2)
-            for name, vals in (("params", allocs[:, 0]), ("tokens", allocs[:, 1]),
-                               ("tokens_per_param", allocs[:, 1] / allocs[:, 0])):
+            for name, vals in (("params", Nb), ("tokens", Db), ("tokens_per_param", Db / Nb)):
                 out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(vals, q, axis=0)
-            iv = self.predict_interval(N, D, level=level, kind=kind,
-                                       **({"unique_tokens": var["U"]} if var else {}))
-            out["loss_low"], out["loss_high"] = iv["low"].to_numpy(), iv["high"].to_numpy()
+            _, out["loss_low"], out["loss_high"] = self.interval(N, D, level, kind, **uvar)
         return out
+
+    def optimal_allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
+                           **variables) -> "pd.DataFrame":
+        """Compute-optimal allocation at budgets C (FLOPs, C = 6 N D), scalar or array.
+
+        Columns flops, params, tokens, tokens_per_param, loss, decades_beyond_fit; with bootstrap
+        samples also *_low/*_high for params, tokens, tokens_per_param (percentiles of the
+        refits' allocations) and loss (``kind`` interval at the point allocation). A
+        data-constrained fit takes ``unique_tokens=U`` (without it, data are never repeated).
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.allocation(C, level, kind, **variables))
+
+    def _optimal_samples(self, C, var):
+        if self.law.allocate is not None and not var:
+            return self.law.allocate(C[None, :], **self._sample_columns())
+        rows = [self._optimal(C, dict(zip(self.param_names, r)), var) for r in self.bootstrap_params]
+        return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
     def _optimal(self, C, params, var):
         if var:
@@ -216,8 +240,10 @@ class LossSurfaceFit:
         return np.maximum(0.0, np.maximum(logc - hi, lo - logc))
 
     # --- reports ----------------------------------------------------------------------------
-    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
+    def to_frame(self, level: float = 0.95) -> "pd.DataFrame":
         """Tidy parameter table: value, stderr, low, high, fixed, one row per parameter."""
+        import pandas as pd
+
         out = self.ci(level)
         out.insert(1, "stderr", pd.Series(self.stderr))
         out["fixed"] = [p in self.fixed for p in out.index]
@@ -252,7 +278,7 @@ class LossSurfaceFit:
         warn = "".join(f"<li>{w}</li>" for w in self.diagnostics)
         return head + self.to_frame().to_html() + (f"<ul>{warn}</ul>" if warn else "")
 
-    def plot(self, ax=None, data: pd.DataFrame | None = None, level: float = 0.9):
+    def plot(self, ax=None, data: "pd.DataFrame | None" = None, level: float = 0.9):
         """Predicted loss along the compute-optimal frontier, with its interval, the fitted
         budget range shaded and, when ``data`` (a frame with columns C, loss) is given, the runs."""
         from ._plot import get_axes
@@ -339,7 +365,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(s[min(k, len(s)) - 1])
 
 
-def _diagnose(form: Form, params: dict, frame: pd.DataFrame, fixed) -> list[str]:
+def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
     out = []
     for p, (lo, hi) in form.bounds.items():
         if p in fixed:
@@ -357,6 +383,8 @@ def _diagnose(form: Form, params: dict, frame: pd.DataFrame, fixed) -> list[str]
 
 
 def _fit_once(form, data, delta, fixed, starts=None):
+    from ._engine import robust_fit, start_points
+
     if starts is None:
         starts = start_points(form, data, delta)
         if fixed:
@@ -415,6 +443,11 @@ def fit_loss_surface(
     >>> round(fit.params["alpha"], 3), round(fit.params["E"], 3)
     (0.35, 1.8)
     """
+    import pandas as pd
+
+    from ._data import budget_groups, surface_data
+    from ._engine import FitData
+
     law = get_form(form)
     fixed = dict(fixed or {})
     unknown_free = set(free) - set(law.defaults)
@@ -494,7 +527,9 @@ def fit_loss_surface(
     )
 
 
-def _group_labels(df_in: pd.DataFrame, group: str, frame: pd.DataFrame) -> np.ndarray:
+def _group_labels(df_in, group: str, frame) -> np.ndarray:
+    import pandas as pd
+
     g = df_in[group]
     if "diverged" in df_in.columns:
         g = g[~df_in["diverged"].fillna(False).astype(bool)]
@@ -502,6 +537,8 @@ def _group_labels(df_in: pd.DataFrame, group: str, frame: pd.DataFrame) -> np.nd
 
 
 def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.ndarray:
+    from ._engine import robust_fit
+
     uniq = np.unique(labels)
     members = [np.flatnonzero(labels == u) for u in uniq]
     out = np.full((B, len(law.param_names)), np.nan)

@@ -1,0 +1,221 @@
+"""The ``plan`` command: a budget in, a training plan out (printed, CSV, plot)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import click
+
+from fits._cli import fail, guarded
+from fits.errors import InputError
+
+from .budget import UNITS, Budget
+
+
+def parse_budgets(text: str) -> list[float]:
+    """'1e21' -> [1e21]; '1e19:1e24:11' -> 11 log-spaced budgets from 1e19 to 1e24."""
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--budget: must be a positive number or START:STOP:COUNT; got {text!r}") from None
+    if len(values) == 1:
+        (v,) = values
+        if not (math.isfinite(v) and v > 0):
+            raise InputError(f"--budget: must be a finite positive number; got {text!r}")
+        return values
+    if len(values) != 3:
+        raise InputError(f"--budget: a sweep is START:STOP:COUNT; got {text!r}")
+    start, stop, count = values
+    if not (math.isfinite(start) and math.isfinite(stop) and 0 < start < stop):
+        raise InputError(f"--budget: a sweep needs 0 < START < STOP; got {text!r}")
+    if count != int(count) or not 2 <= count <= 1000:
+        raise InputError(f"--budget: COUNT must be a whole number from 2 to 1000; got {text!r}")
+    n = int(count)
+    return [math.exp(math.log(start) + i * (math.log(stop) - math.log(start)) / (n - 1)) for i in range(n)]
+
+
+def _fmt(v, unit=""):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}{unit}"
+    return f"{v}{unit}"
+
+
+def _card(plan) -> str:
+    s, b = plan.shape, plan.budget
+    iv = (f"  [{plan.loss_low:.4f}, {plan.loss_high:.4f}] {plan.loss_interval}"
+          if plan.loss_low is not None else f"  ({plan.loss_interval})")
+    lines = [
+        f"Plan ({plan.variant}) for a budget of {b.flops:.3g} FLOPs"
+        + (f" = {b.gpu_hours:,.0f} {b.gpu or 'device'}-hours at MFU {b.mfu}" if b.gpu_hours else "")
+        + (f" = ${b.cost_usd:,.0f}" if b.cost_usd else ""),
+        f"  parameters N        {plan.params:.4g}"
+        + (f"   [{plan.intervals['params_low']:.3g}, {plan.intervals['params_high']:.3g}]"
+           if "params_low" in plan.intervals else ""),
+        f"  tokens D            {plan.tokens:.4g}"
+        + (f"   [{plan.intervals['tokens_low']:.3g}, {plan.intervals['tokens_high']:.3g}]"
+           if "tokens_low" in plan.intervals else ""),
+        f"  tokens / parameter  {plan.tokens_per_param:.3g}",
+        f"  predicted loss      {plan.loss:.4f}" + iv,
+        f"  model               d_model {s.d_model}, {s.n_layers} layers, {s.n_heads} heads x {s.d_head}, "
+        f"d_ff {s.d_ff}, vocab {s.vocab_size}, seq {s.seq_len}: {s.params:.4g} params "
+        f"({s.non_embedding_params:.4g} non-embedding), {s.flops_per_token:.4g} FLOPs/token",
+        f"  batch               {plan.batch_tokens:,} tokens = {plan.batch_sequences:,} sequences",
+        f"  steps               {plan.steps:,} (warmup {plan.warmup_steps:,})",
+        f"  learning rate       {plan.lr:.3g}" + (f"   [{plan.intervals['lr_low']:.3g}, {plan.intervals['lr_high']:.3g}]"
+                                                  if "lr_low" in plan.intervals else ""),
+        f"  schedule            {plan.schedule.split(' (')[0]}",
+        f"  weight decay        {plan.weight_decay}",
+    ]
+    for k in ("epochs", "effective_tokens", "repetition_risk"):
+        if k in plan.extra:
+            lines.append(f"  {k.replace('_', ' '):<20}{_fmt(plan.extra[k])}")
+    if "lifetime_flops" in plan.extra:
+        lines.append(f"  lifetime FLOPs      {plan.extra['lifetime_flops']:.4g} with "
+                     f"{plan.extra['inference_tokens']:.3g} inference tokens")
+    if plan.risks:
+        lines.append("  risks:")
+        lines += [f"    - {r}" for r in plan.risks]
+    lines.append("  sources:")
+    lines += [f"    {k:<13}{v}" for k, v in plan.sources.items()]
+    return "\n".join(lines)
+
+
+_TABLE = (("budget_flops", "budget", ".3g"), ("params", "N", ".3g"), ("tokens", "D", ".3g"),
+          ("tokens_per_param", "D/N", ".3g"), ("loss", "loss", ".4f"), ("loss_low", "low", ".4f"),
+          ("loss_high", "high", ".4f"), ("model_d_model", "d_model", "d"), ("model_n_layers", "layers", "d"),
+          ("batch_tokens", "batch", ",d"), ("steps", "steps", ",d"), ("lr", "lr", ".3g"),
+          ("gpu_hours", "gpu_h", ",.0f"), ("decades_beyond_fit", "extrap", ".2f"))
+
+
+def _table(rows) -> str:
+    cols = [(k, h, f) for k, h, f in _TABLE if any(r.get(k) is not None for r in rows)]
+    cells = [[h for _, h, _ in cols]] + [
+        ["-" if r.get(k) is None else format(r[k], f) for k, _, f in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from fits._io import atomic_write_text
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _render_plot(plans) -> Path:
+    """Draw loss, N and D against budget into a temporary PNG; return its path."""
+    import tempfile
+
+    from fits._plot import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    C = [p.budget.flops for p in plans]
+    axes[0].plot(C, [p.loss for p in plans], "o-")
+    if all(p.loss_low is not None for p in plans):
+        axes[0].fill_between(C, [p.loss_low for p in plans], [p.loss_high for p in plans], alpha=0.2,
+                             label=plans[0].loss_interval.split(",")[0])
+        axes[0].legend(fontsize="small")
+    axes[0].set_ylabel("predicted loss")
+    axes[1].loglog(C, [p.params for p in plans], "o-", color="C1")
+    axes[1].set_ylabel("parameters N")
+    axes[2].loglog(C, [p.tokens for p in plans], "o-", color="C2")
+    axes[2].set_ylabel("tokens D")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("budget (training FLOPs)")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(tmp)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--budget", help="Training budget: a number, or START:STOP:COUNT for a log-spaced sweep.")
+@click.option("--unit", type=click.Choice(UNITS), default="flops", show_default=True,
+              help="Unit of --budget.")
+@click.option("--gpu", default=None, help="Accelerator for hours and cost (a100, h100, h200, b200, mi300x, tpu-v5e, ...).")
+@click.option("--mfu", type=float, default=0.4, show_default=True, help="Model FLOPs utilisation assumed.")
+@click.option("--peak-tflops", type=float, default=None, help="Override the accelerator's dense bf16 peak.")
+@click.option("--price-per-hour", type=float, default=None, help="Price of one accelerator-hour (USD).")
+@click.option("--preset", default=None, help="Published fit to use (default besiroglu2024); see --list-presets.")
+@click.option("--fit", "fit_path", default=None, type=click.Path(dir_okay=False), help="A saved fit (JSON from `fit`).")
+@click.option("--results", default=None, type=click.Path(dir_okay=False),
+              help="A results CSV to fit on the fly (columns params, tokens, loss).")
+@click.option("--list-presets", is_flag=True, help="List the published presets and exit.")
+@click.option("--level", type=float, default=0.9, show_default=True, help="Interval level.")
+@click.option("--seq-len", type=int, default=2048, show_default=True)
+@click.option("--vocab", "vocab_size", type=int, default=32000, show_default=True)
+@click.option("--hparams", default="deepseek2024", show_default=True,
+              help="Learning-rate/batch rule: deepseek2024, steplaw2025, or a fitted law (JSON from fits.fit_hyperparameters).")
+@click.option("--inference-tokens", type=float, default=None,
+              help="Tokens to serve over the model's life: also plan the inference-aware model.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the plan table as CSV.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot loss, N and D against budget (PNG).")
+@guarded
+def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
+         level, seq_len, vocab_size, hparams, inference_tokens, out, plot):
+    """Plan a language-model training run for a compute budget."""
+    from .plan import make_plans
+    from .presets import DEFAULT_PRESET, list_presets as _list
+
+    if list_presets:
+        for p in _list():
+            click.echo(f"{p['name']:<24}{p['form']:<18}{p['title']}\n{'':<24}{p['citation']}")
+        return
+    if budget is None:
+        fail("--budget: required (e.g. --budget 1e21, or --budget 1e19:1e24:11)")
+    if sum(x is not None for x in (preset, fit_path, results)) > 1:
+        fail("--preset/--fit/--results: give at most one source of the law")
+    if not 0 < level < 1:
+        fail(f"--level: must be strictly between 0 and 1; got {level}")
+    amounts = parse_budgets(budget)
+    hw = dict(gpu=gpu, mfu=mfu, peak_tflops=peak_tflops, price_per_hour=price_per_hour)
+    budgets = [Budget.from_unit(a, unit, **hw) for a in amounts]
+    if gpu is not None:
+        budgets[0].peak  # validate the name before any work
+    if results is not None:
+        from fits import fit_loss_surface
+        source = fit_loss_surface(results, bootstrap=200, seed=0)
+    else:
+        source = fit_path or preset or DEFAULT_PRESET
+    hp = hparams
+    if hparams.endswith(".json"):
+        from fits.hparams import load_hparams
+        hp = load_hparams(hparams)
+    plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
+                       hparams=hp, inference_tokens=inference_tokens)
+    rows = [p.to_row() for p in plans]
+    png = _render_plot(plans) if plot else None
+    if len(plans) == 1 or (inference_tokens is not None and len(plans) == 2):
+        click.echo("\n\n".join(_card(p) for p in plans))
+    else:
+        click.echo(_table(rows))
+        click.echo(f"\nlaw: {plans[0].sources['loss']}\nlr/batch: {plans[0].sources['lr']}")
+        risky = [f"{p.budget.flops:.3g}: {r}" for p in plans for r in p.risks]
+        if risky:
+            click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
+    if out:
+        _write_csv(Path(out), rows)
+        click.echo(f"\nwrote {out}")
+    if png:
+        os.replace(png, plot) if Path(png).stat().st_dev == Path(plot).resolve().parent.stat().st_dev \
+            else Path(plot).write_bytes(png.read_bytes())
+        click.echo(f"wrote {plot}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

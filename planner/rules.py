@@ -1,0 +1,81 @@
+"""Planner rules: named functions, each citing its source and stating its assumptions.
+
+Every rule returns a value and the source string that goes into a plan's ``sources``.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "deepseek_lr", "deepseek_batch", "step_law_lr", "step_law_batch", "warmup_steps",
+    "WARMUP", "SCHEDULE", "WEIGHT_DECAY", "adamw_timescale", "round_batch", "HPARAM_RULES",
+]
+
+DEEPSEEK = "DeepSeek LLM 2024 (arXiv:2401.02954), Sec. 3.1"
+STEP_LAW = "Step Law 2025, 'Predictable Scale: Part I' (arXiv:2503.04715)"
+
+
+def deepseek_lr(C: float) -> float:
+    """Rule 1. Peak learning rate lr = 0.3118 C^-0.1250 (DeepSeek LLM 2024, eq. 1).
+
+    C is compute M D with M the non-embedding FLOPs per token (72 n_layer d^2 + 6 n_layer d seq).
+    Fitted on AdamW runs up to 3e20 FLOPs with a multi-step schedule; published prior.
+
+    >>> round(deepseek_lr(1e21) * 1e4, 2)
+    7.39
+    """
+    return 0.3118 * C ** -0.1250
+
+
+def deepseek_batch(C: float) -> float:
+    """Rule 2. Batch size in tokens B = 0.2920 C^0.3271 (DeepSeek LLM 2024, eq. 1).
+
+    >>> round(deepseek_batch(1e21) / 1e6, 2)
+    2.16
+    """
+    return 0.2920 * C ** 0.3271
+
+
+def step_law_lr(N: float, D: float) -> float:
+    """Rule 1b. lr = 1.79 N^-0.713 D^0.307 (Step Law 2025; N non-embedding, AdamW, min lr 1e-5)."""
+    return 1.79 * N ** -0.713 * D ** 0.307
+
+
+def step_law_batch(D: float) -> float:
+    """Rule 2b. Batch in tokens B = 0.58 D^0.571 (Step Law 2025)."""
+    return 0.58 * D ** 0.571
+
+
+HPARAM_RULES = {
+    "deepseek2024": ("DeepSeek LLM 2024 lr/batch laws", DEEPSEEK),
+    "steplaw2025": ("Step Law 2025 lr/batch laws", STEP_LAW),
+}
+
+
+def round_batch(batch_tokens: float, seq_len: int) -> tuple[int, int]:
+    """Rule 3. Batch in whole sequences, rounded to a power of two (at least one sequence),
+    since the optimum is flat within ~2x (DeepSeek LLM 2024, Fig. 3). Returns (sequences, tokens)."""
+    seqs = max(1, 2 ** int(round(math.log2(max(batch_tokens / seq_len, 1.0)))))
+    return seqs, seqs * seq_len
+
+
+WARMUP = "2000 warmup steps (DeepSeek LLM 2024, Sec. 2.3), at most 5% of the run"
+
+
+def warmup_steps(total_steps: int) -> int:
+    """Rule 4. Warmup 2000 steps (DeepSeek LLM 2024, Sec. 2.3), capped at 5% of a short run and
+    at least 1 step."""
+    return max(1, min(2000, int(round(0.05 * total_steps))))
+
+
+SCHEDULE = ("wsd: linear warmup, constant, then linear decay to 0 over the last 20% of steps "
+            "(Hägele et al. 2024, arXiv:2405.18392: matches cosine at equal compute and allows "
+            "branching cooldowns)")
+
+WEIGHT_DECAY = (0.1, "AdamW weight decay 0.1, as in DeepSeek LLM 2024 and Llama 2 (arXiv:2307.09288)")
+
+
+def adamw_timescale(lr: float, weight_decay: float, steps: int) -> float:
+    """The AdamW EMA timescale tau = 1/(lr wd) as a fraction of the run (Wang & Aitchison 2025,
+    arXiv:2405.13698); values near 0.1-1 are well behaved, far below means weights forget early data."""
+    return 1.0 / (lr * weight_decay) / max(steps, 1)

@@ -1,0 +1,107 @@
+"""A concrete decoder shape for a parameter count: one dial (depth), the rest derived.
+
+Llama-family block (pre-norm RMSNorm, SwiGLU MLP, rotary positions, untied embeddings):
+per layer 4 d^2 (attention q, k, v, o) + 3 d d_ff (gate, up, down) + 2 d (norms). Total
+parameters add 2 V d (input embedding and readout) and a final norm; the total is what
+Chinchilla-style fits count as N. Head size is 64 below d_model 1024 and 128 from there
+(as in GPT-2/3 and Llama). The aspect ratio d_model/n_layers
+follows common practice (about 64 for small models, 128 from ~10B, as in GPT-3 and Llama);
+Kaplan et al. 2020 (Sec. 3.1) find loss depends only weakly on shape at fixed N.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from fits.errors import InputError
+
+__all__ = ["ModelShape", "shape_for_params"]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_ff: int
+    vocab_size: int
+    seq_len: int
+
+    @property
+    def non_embedding_params(self) -> int:
+        d = self.d_model
+        return self.n_layers * (4 * d * d + 3 * d * self.d_ff + 2 * d) + d
+
+    @property
+    def params(self) -> int:
+        """Total parameters, embeddings and readout included."""
+        return self.non_embedding_params + 2 * self.vocab_size * self.d_model
+
+    @property
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 x (weights touched) + attention scores and values,
+        6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
+        weights = self.non_embedding_params + self.vocab_size * self.d_model  # readout matmul
+        return 6.0 * weights + 6.0 * self.n_layers * self.seq_len * self.d_model
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "params": self.params,
+                "non_embedding_params": self.non_embedding_params,
+                "flops_per_token": self.flops_per_token}
+
+
+_WIDTH_FACTORS = tuple(2.0 ** (k / 4) for k in range(-8, 5))  # 1/4x .. 2x the target width
+
+
+def _round_width(d: float) -> int:
+    """Widths in multiples of 64 below 1024, 128 below 4096, 256 beyond (tensor-core friendly)."""
+    grain = 64 if d < 1024 else 128 if d < 4096 else 256
+    return max(64, int(round(d / grain)) * grain)
+
+
+def _target_aspect(n: float) -> float:
+    return 64.0 * 2.0 ** min(1.0, max(0.0, math.log10(n) - 9.0))
+
+
+def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
+                     tolerance: float = 0.02) -> ModelShape:
+    """The shape whose total parameter count is within ``tolerance`` of ``n`` and whose aspect
+    ratio is closest to common practice.
+
+    d_model runs over multiples of the head size; for each depth the MLP width (a multiple of 64,
+    between 2 and 4 d_model, around SwiGLU's 8/3) is solved to hit ``n``.
+
+    >>> s = shape_for_params(7e9)
+    >>> abs(s.params / 7e9 - 1) < 0.02, s.d_model % s.n_heads, s.d_head
+    (True, 0, 128)
+    """
+    if not (math.isfinite(n) and n > 0):
+        raise InputError(f"params: must be a finite positive number; got {n!r}")
+    best, best_score = None, math.inf
+    aspect = _target_aspect(n)
+    for n_layers in range(1, 257):
+        d_center = aspect * n_layers
+        for d_model in {_round_width(d_center * f) for f in _WIDTH_FACTORS}:
+            d_head = 64 if d_model < 1024 else 128
+            if d_model % d_head:
+                continue
+            emb = 2 * vocab_size * d_model + d_model
+            per_layer = (n - emb) / n_layers - 4 * d_model * d_model - 2 * d_model
+            if per_layer <= 0:
+                continue
+            d_ff = int(round(per_layer / (3 * d_model) / 64)) * 64
+            if not 2 * d_model <= d_ff <= 4 * d_model:
+                continue
+            shape = ModelShape(d_model, n_layers, d_model // d_head, d_head, d_ff, vocab_size, seq_len)
+            err = abs(shape.params / n - 1)
+            if err > tolerance:
+                continue
+            score = abs(math.log(d_model / n_layers / aspect)) + abs(math.log(d_ff / (8 / 3 * d_model))) + 10 * err
+            if score < best_score:
+                best, best_score = shape, score
+    if best is None:
+        raise InputError(f"params: no decoder shape with vocab {vocab_size} comes within "
+                         f"{tolerance:.0%} of {n:.3g} parameters (the embeddings alone hold "
+                         f"{2 * vocab_size * 64:.3g}); use a smaller vocabulary")
+    return best

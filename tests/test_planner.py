@@ -1,0 +1,211 @@
+"""The planner: known answers, invariants, the `plan` command and its bad-input handling."""
+import math
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+
+from fits import InputError, fit_loss_surface
+from planner import Budget, make_plan, make_plans
+from planner.cli import main as plan_cli, parse_budgets
+from planner.presets import list_presets, load_preset
+from planner.rules import deepseek_batch, deepseek_lr
+from planner.shape import shape_for_params
+
+from conftest import BESIROGLU, isoflop_sweep
+
+
+# --- known answers --------------------------------------------------------------------------
+
+def test_default_preset_known_answers():
+    p = make_plan(budget=5.88e23)
+    assert p.params == pytest.approx(7.30e10, rel=0.01)
+    assert p.tokens == pytest.approx(1.342e12, rel=0.01)
+    p = make_plan(budget=1e21)
+    assert p.params == pytest.approx(2.78e9, rel=0.01)
+    assert p.tokens == pytest.approx(6.00e10, rel=0.01)
+    assert p.loss == pytest.approx(2.3055, abs=5e-4)
+    assert p.loss_low < p.loss < p.loss_high
+    assert "calibrated" in p.loss_interval
+
+
+def test_hoffmann_preset_known_answer():
+    p = make_plan("hoffmann2022", 5.88e23)
+    assert p.params == pytest.approx(3.25e10, rel=0.01)
+    assert p.tokens == pytest.approx(3.02e12, rel=0.01)
+    assert p.loss_low is None  # no published uncertainty
+
+
+def test_deepseek_rule_reproduces_paper_example():
+    assert deepseek_lr(1e21) == pytest.approx(7.4e-4, rel=0.01)
+    assert deepseek_batch(1e21) == pytest.approx(2.2e6, rel=0.03)
+
+
+def test_every_preset_loads_and_plans():
+    names = [p["name"] for p in list_presets()]
+    assert {"besiroglu2024", "hoffmann2022", "kaplan2020", "muennighoff2023"} <= set(names)
+    for name in names:
+        p = make_plan(name, 1e21)
+        assert p.params > 0 and p.tokens > 0 and math.isfinite(p.loss)
+        assert name in p.sources["loss"]
+
+
+# --- invariants -----------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(log_budget=st.floats(17, 25), vocab=st.sampled_from([32000, 50304, 128256]))
+def test_shape_parameter_count_within_2_percent(log_budget, vocab):
+    n = float(load_preset("besiroglu2024").allocation(10 ** log_budget, level=None)["params"][0])
+    if 2 * vocab * 64 > n:
+        pytest.skip("vocabulary larger than the model")
+    s = shape_for_params(n, vocab_size=vocab)
+    assert abs(s.params / n - 1) <= 0.02
+    assert s.d_model == s.n_heads * s.d_head
+    assert s.flops_per_token > 6 * s.non_embedding_params
+
+
+@settings(max_examples=100, deadline=None)
+@given(hours=st.floats(1e-2, 1e8), mfu=st.floats(0.05, 1.0), gpu=st.sampled_from(["a100", "h100", "mi300x", "tpu-v5e"]),
+       price=st.floats(0.1, 50))
+def test_budget_unit_round_trip(hours, mfu, gpu, price):
+    b = Budget.from_gpu_hours(hours, gpu=gpu, mfu=mfu, price_per_hour=price)
+    assert b.gpu_hours == pytest.approx(hours, rel=1e-9)
+    assert Budget(b.flops, gpu=gpu, mfu=mfu).gpu_hours == pytest.approx(hours, rel=1e-9)
+    u = Budget.from_usd(b.cost_usd, price, gpu=gpu, mfu=mfu)
+    assert u.flops == pytest.approx(b.flops, rel=1e-9)
+
+
+def test_plan_numbers_are_consistent():
+    p = make_plan(budget=Budget(3e22, gpu="h100", mfu=0.4, price_per_hour=2.5))
+    assert 6 * p.params * p.tokens == pytest.approx(3e22, rel=1e-6)
+    assert p.steps * p.batch_tokens >= p.tokens
+    assert p.batch_tokens == p.batch_sequences * p.shape.seq_len
+    assert p.budget.cost_usd == pytest.approx(p.budget.gpu_hours * 2.5)
+    row = p.to_row()
+    for key in ("budget_flops", "params", "tokens", "tokens_per_param", "loss", "loss_low", "loss_high",
+                "model_d_model", "model_n_layers", "model_n_heads", "model_d_ff", "model_vocab_size",
+                "model_seq_len", "model_flops_per_token", "steps", "batch_tokens", "batch_sequences",
+                "lr", "warmup_steps", "schedule", "weight_decay", "gpu_hours", "cost_usd",
+                "decades_beyond_fit", "source_lr", "source_params"):
+        assert key in row, key
+    assert "not fitted to your runs" in row["source_lr"]
+
+
+def test_extrapolation_is_flagged():
+    p = make_plan(budget=1e25)
+    assert p.decades_beyond_fit > 2
+    assert any(r.startswith("HIGH") and "beyond the fitted range" in r for r in p.risks)
+    assert not make_plan(budget=1e21).risks
+
+
+def test_inference_aware_plan_is_smaller_and_cheaper_over_lifetime():
+    plans = make_plans(budgets=[1e21], inference_tokens=2e12)
+    opt, inf = plans
+    assert opt.variant == "compute-optimal" and inf.variant == "inference-aware"
+    assert inf.params < opt.params and inf.tokens > opt.tokens
+    assert inf.loss == pytest.approx(opt.loss, rel=1e-6)
+    assert inf.extra["lifetime_flops"] < opt.extra["lifetime_flops"]
+
+
+def test_plan_from_a_fit_object_and_its_json(tmp_path):
+    fit = fit_loss_surface(isoflop_sweep(BESIROGLU, noise=0.003), bootstrap=50)
+    p = make_plan(fit, 1e19)
+    path = fit.to_json(tmp_path / "fit.json")
+    q = make_plan(str(path), 1e19)
+    assert p.params == pytest.approx(q.params) and p.loss_high == pytest.approx(q.loss_high)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(plan_cli, [str(a) for a in args])
+
+
+def test_cli_single_budget_writes_csv(tmp_path):
+    out = tmp_path / "plan.csv"
+    res = run("--budget", "1e21", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "2.778e+09" in res.output and "sources:" in res.output
+    df = pd.read_csv(out)
+    assert len(df) == 1 and df["params"].iloc[0] == pytest.approx(2.78e9, rel=0.01)
+
+
+def test_cli_sweep_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "sweep.csv", tmp_path / "sweep.png"
+    res = run("--budget", "1e19:1e24:11", "--out", out, "--plot", png)
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert len(df) == 11 and df["budget_flops"].is_monotonic_increasing
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_units():
+    res = run("--budget", "2000", "--unit", "gpu-hours", "--gpu", "h100", "--mfu", "0.4")
+    assert res.exit_code == 0, res.output and "2.85e+21" in res.output
+    res = run("--budget", "50000", "--unit", "usd", "--price-per-hour", "2.5", "--gpu", "h100")
+    assert res.exit_code == 0 and "$50,000" in res.output
+    res = run("--budget", "100", "--unit", "gpu-hours", "--peak-tflops", "500")
+    assert res.exit_code == 0, res.output
+
+
+def test_cli_list_presets_and_sources(tmp_path):
+    res = run("--list-presets")
+    assert res.exit_code == 0 and "besiroglu2024" in res.output and "arXiv" in res.output
+    csv = tmp_path / "runs.csv"
+    isoflop_sweep(BESIROGLU, noise=0.003).to_csv(csv, index=False)
+    res = run("--budget", "1e19", "--results", csv)
+    assert res.exit_code == 0, res.output and "fit (chinchilla" in res.output
+    res = run("--budget", "1e21", "--inference-tokens", "1e12")
+    assert res.exit_code == 0 and "inference-aware" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "-5"], "--budget: must be a finite positive number"),
+    (["--budget", "abc"], "--budget: must be a positive number or START:STOP:COUNT"),
+    (["--budget", "1e19:1e18:3"], "0 < START < STOP"),
+    (["--budget", "1e19:1e20:2.5"], "COUNT must be a whole number"),
+    (["--budget", "1e21", "--preset", "nope"], "preset: must be one of"),
+    (["--budget", "1e21", "--gpu", "z80"], "gpu: must be one of"),
+    (["--budget", "10", "--unit", "gpu-hours"], "needs --gpu or --peak-tflops"),
+    (["--budget", "10", "--unit", "usd", "--gpu", "h100"], "needs --price-per-hour"),
+    (["--budget", "1e21", "--mfu", "1.5"], "mfu: must be in (0, 1]"),
+    (["--budget", "1e21", "--level", "2"], "--level"),
+    (["--budget", "1e21", "--preset", "hoffmann2022", "--fit", "x.json"], "at most one source"),
+    (["--budget", "1e21", "--fit", "missing.json"], "no file at"),
+    (["--budget", "1e21", "--hparams", "guess"], "hparams: must be one of"),
+])
+def test_cli_bad_input_exits_2_without_output(tmp_path, args, message):
+    out = tmp_path / "plan.csv"
+    out.write_text("keep me")
+    res = run(*args, "--out", out)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert out.read_text() == "keep me"
+
+
+def test_cli_corrupt_and_foreign_fit_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    res = run("--budget", "1e21", "--fit", bad)
+    assert res.exit_code == 2 and "not valid JSON" in res.output
+    bad.write_text('{"hello": 1}')
+    res = run("--budget", "1e21", "--fit", bad)
+    assert res.exit_code == 2 and "not a loss-surface fit" in res.output
+
+
+def test_cli_results_without_needed_columns(tmp_path):
+    csv = tmp_path / "runs.csv"
+    pd.DataFrame({"size": [1, 2], "loss": [3, 2]}).to_csv(csv, index=False)
+    res = run("--budget", "1e21", "--results", csv)
+    assert res.exit_code == 2 and "column 'params' not found" in res.output
+
+
+def test_parse_budgets():
+    assert parse_budgets("1e21") == [1e21]
+    sweep = parse_budgets("1e19:1e23:5")
+    assert len(sweep) == 5 and sweep[0] == pytest.approx(1e19) and sweep[-1] == pytest.approx(1e23)
+    with pytest.raises(InputError):
+        parse_budgets("1:2:3:4")
