@@ -1,0 +1,188 @@
+"""Typed, frozen configuration of a probe run; the resolved config keys every result.
+
+One scale dial: width (d_model) and depth; heads follow from a fixed head size and the MLP
+width from a fixed ratio. Unknown keys are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from fits.errors import InputError
+
+__all__ = ["ModelConfig", "TrainConfig", "DataConfig", "ProbeConfig"]
+
+
+def _from_dict(cls, d: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Decoder shape and parametrization.
+
+    width : d_model; depth : number of layers; d_head : fixed head size (heads = width/d_head);
+    base_width, base_depth : muP/CompleteP reference shape (m = width/base_width,
+    m_L = depth/base_depth); parametrization : "mup" or "sp" (standard, for comparison).
+    """
+
+    width: int = 64
+    depth: int = 2
+    d_head: int = 16
+    ffn_ratio: float = 8 / 3
+    base_width: int = 64
+    base_depth: int = 2
+    vocab_size: int = 257
+    seq_len: int = 128
+    parametrization: str = "mup"
+    init_std: float = 0.02          # sigma: hidden init std at the base width
+    embed_std: float = 0.02         # constant across widths
+    readout_zero_init: bool = True  # Tensor Programs V recommends a zero readout under muP
+    query_zero_init: bool = True
+    embedding_multiplier: float = 1.0
+    output_multiplier: float = 1.0  # alpha_out: logits = alpha_out / m * W h
+
+    def __post_init__(self):
+        for name in ("width", "depth", "d_head", "base_width", "base_depth", "vocab_size", "seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise InputError(f"model.{name}: must be a positive integer; got {v!r}")
+        if self.width % self.d_head:
+            raise InputError(f"model.width: must be divisible by d_head={self.d_head} into whole heads; "
+                             f"got {self.width}")
+        if self.parametrization not in ("mup", "sp"):
+            raise InputError(f"model.parametrization: must be 'mup' or 'sp'; got {self.parametrization!r}")
+
+    @property
+    def n_heads(self) -> int:
+        return self.width // self.d_head
+
+    @property
+    def d_ff(self) -> int:
+        return max(8, int(round(self.ffn_ratio * self.width / 8)) * 8)
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def depth_mult(self) -> float:
+        return self.depth / self.base_depth if self.parametrization == "mup" else 1.0
+
+    @property
+    def non_embedding_params(self) -> int:
+        d = self.width
+        return self.depth * (4 * d * d + 3 * d * self.d_ff + 2 * d) + d
+
+    @property
+    def params_total(self) -> int:
+        return self.non_embedding_params + 2 * self.vocab_size * self.width
+
+    @property
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 x (non-embedding + readout weights) + attention,
+        6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1)."""
+        return 6.0 * (self.non_embedding_params + self.vocab_size * self.width) \
+            + 6.0 * self.depth * self.seq_len * self.width
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """corpus: "stdlib" (the interpreter's standard library sources), "stdlib+site" (plus
+    site-packages), a text file, directory or glob, or a token file (.bin/.npy);
+    tokenizer: "byte" or "bpe:<vocab size>"; unique_tokens: train on only the first U training
+    tokens, repeated (epochs); label_noise: fraction of targets replaced by random tokens."""
+
+    corpus: str = "stdlib"
+    tokenizer: str = "byte"
+    token_dtype: str = "uint16"
+    val_fraction: float = 0.05
+    unique_tokens: int | None = None
+    label_noise: float = 0.0
+
+    def __post_init__(self):
+        if not 0 < self.val_fraction < 0.5:
+            raise InputError(f"data.val_fraction: must be in (0, 0.5); got {self.val_fraction!r}")
+        if not 0 <= self.label_noise < 1:
+            raise InputError(f"data.label_noise: must be in [0, 1); got {self.label_noise!r}")
+        if self.unique_tokens is not None and self.unique_tokens < 1:
+            raise InputError(f"data.unique_tokens: must be a positive integer; got {self.unique_tokens!r}")
+        if self.token_dtype not in ("uint16", "uint32"):
+            raise InputError(f"data.token_dtype: must be 'uint16' or 'uint32'; got {self.token_dtype!r}")
+        if not (self.tokenizer == "byte" or self.tokenizer.startswith("bpe:")):
+            raise InputError(f"data.tokenizer: must be 'byte' or 'bpe:<vocab>'; got {self.tokenizer!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. tokens: the token counts at which to record end-of-cooldown losses (WSD
+    branches one short cooldown per count off a single stable phase; cosine runs to the largest)."""
+
+    tokens: tuple = (200_000,)
+    lr: float = 3e-3
+    batch_size: int = 16           # sequences per step
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    schedule: str = "wsd"
+    warmup_frac: float = 0.05
+    cooldown_frac: float = 0.2
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 100
+    eval_batches: int = 8
+    gns_every: int = 0             # gradient-noise-scale estimate every k evaluations (0: off)
+    target_losses: tuple = ()      # record the first step reaching each (critical-batch data)
+    device: str = "auto"
+    compile: bool = False
+    checkpoint_every: int = 200
+    save_model: bool = False       # save the final model with save_pretrained (transformers layout)
+
+    def __post_init__(self):
+        toks = tuple(int(t) for t in self.tokens)
+        object.__setattr__(self, "tokens", tuple(sorted(toks)))
+        object.__setattr__(self, "target_losses", tuple(float(t) for t in self.target_losses))
+        if not toks or min(toks) < 1:
+            raise InputError(f"train.tokens: must be positive token counts; got {self.tokens!r}")
+        if not self.lr > 0:
+            raise InputError(f"train.lr: must be positive; got {self.lr!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"train.batch_size: must be a positive integer; got {self.batch_size!r}")
+        if self.schedule not in ("wsd", "cosine"):
+            raise InputError(f"train.schedule: must be 'wsd' or 'cosine'; got {self.schedule!r}")
+        if not 0 <= self.warmup_frac < 1 or not 0 < self.cooldown_frac <= 1:
+            raise InputError("train.warmup_frac/cooldown_frac: must be fractions of the run")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProbeConfig":
+        unknown = sorted(set(d) - {"model", "train", "data"})
+        if unknown:
+            raise InputError(f"config: unknown section(s) {unknown}; sections are model, train, data")
+        return cls(model=_from_dict(ModelConfig, d.get("model", {}), "model"),
+                   train=_from_dict(TrainConfig, d.get("train", {}), "train"),
+                   data=_from_dict(DataConfig, d.get("data", {}), "data"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        """Hash of the resolved config (device and compile excluded: they do not change results)."""
+        d = self.to_dict()
+        for k in ("device", "compile", "checkpoint_every", "save_model"):
+            d["train"].pop(k)
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]

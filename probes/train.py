@@ -1,0 +1,334 @@
+"""Training one probe: AdamW with muP groups, warmup-stable-decay with branch cooldowns,
+evaluations recorded as rows, divergence detection, checkpoints and exact resume.
+
+Run directory ``<out>/<key>/``: ``config.json`` (resolved config), ``metrics.jsonl`` (one row
+per evaluation, appended and fsynced), ``ckpt.pt`` (written atomically), ``done.json`` when
+finished. A run killed at any moment resumes from its last checkpoint; rows written after that
+checkpoint are cut first, so no row is ever partial or duplicated.
+
+Warmup-stable-decay (Hägele et al. 2024, arXiv:2405.18392): one stable phase at the peak
+learning rate serves every token count in ``train.tokens``; for each count but the largest a
+short linear cooldown branches off the stable phase (its state saved and restored), ending in a
+``final`` evaluation at exactly that count. The largest count is the main run's own cooldown.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fits._io import atomic_write_text
+from fits.errors import InputError
+
+from .config import ProbeConfig
+from .data import Batches, load_corpus
+from .model import build_model
+from .mup import make_optimizer
+
+__all__ = ["train_probe", "resolve_device", "device_peak_flops", "RunResult"]
+
+CODE_VERSION = "0.1.0"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"train.device: {name!r} asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of a CUDA device from the planner's hardware table (None on CPU/unknown)."""
+    if device.type != "cuda":
+        return None
+    from planner.hardware import ACCELERATORS
+
+    name = torch.cuda.get_device_name(device).lower()
+    for key in sorted(ACCELERATORS, key=len, reverse=True):
+        if key.replace("-", " ") in name or key in name:
+            return ACCELERATORS[key].peak_tflops * 1e12
+    return None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    key: str
+    run_dir: Path
+    rows: int
+    diverged: bool
+    resumed: bool
+
+
+class _Schedule:
+    """Learning-rate multiplier: linear warmup, constant, linear cooldown to 0 at ``end``."""
+
+    def __init__(self, cfg, steps_per_count: list[int]):
+        self.warmup = max(1, round(cfg.warmup_frac * steps_per_count[-1]))  # of the longest count
+        self.cooldown_frac = cfg.cooldown_frac
+        self.kind = cfg.schedule
+        self.total = steps_per_count[-1]
+
+    def cooldown_start(self, end: int) -> int:
+        return max(self.warmup, end - max(1, round(self.cooldown_frac * end)))
+
+    def __call__(self, step: int, end: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "cosine":
+            frac = (step - self.warmup) / max(1, end - self.warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        start = self.cooldown_start(end)
+        return 1.0 if step < start else max(0.0, (end - step) / max(1, end - start))
+
+
+def _append_row(path: Path, row: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, default=float) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _truncate_rows(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` complete lines of a metrics file (drops any torn last line)."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    complete = lines[:-1] if lines and lines[-1] else lines[:-1]  # text after the last \n is torn
+    atomic_write_text(path, b"".join(l + b"\n" for l in complete[:keep]).decode())
+
+
+class _Trainer:
+    def __init__(self, cfg: ProbeConfig, run_dir: Path, cache_dir: Path, progress: bool):
+        self.cfg, self.dir, self.progress = cfg, run_dir, progress
+        t, m, d = cfg.train, cfg.model, cfg.data
+        self.device = resolve_device(t.device)
+        self.corpus = load_corpus(d, cache_dir)
+        if self.corpus.vocab_size > m.vocab_size:
+            raise InputError(f"model.vocab_size: the corpus needs {self.corpus.vocab_size} tokens; "
+                             f"got {m.vocab_size}")
+        self.tokens_per_step = t.batch_size * m.seq_len
+        if t.tokens[0] < self.tokens_per_step:
+            raise InputError(f"train.tokens: {t.tokens[0]} tokens is less than one step "
+                             f"(batch_size x seq_len = {self.tokens_per_step})")
+        self.steps = [math.ceil(n / self.tokens_per_step) for n in t.tokens]
+        self.schedule = _Schedule(t, self.steps)
+        self.batches = Batches(self.corpus, m.seq_len, t.seed, d.unique_tokens, d.label_noise)
+        self.model = build_model(m, self.device, seed=t.seed)
+        self.opt = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
+        self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
+        self.peak = device_peak_flops(self.device)
+        self.metrics = run_dir / "metrics.jsonl"
+        self.n_rows = 0
+        self.targets_hit: set = set()
+        self.recent: list[float] = []
+        self.wall = 0.0
+        self.tokens_timed = 0
+        self.diverged = False
+        self.evals = 0
+
+    # --- state ------------------------------------------------------------------------------
+    def _state(self, step: int, branches_done: int) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": step,
+                "branches_done": branches_done, "batches": self.batches.state(), "n_rows": self.n_rows,
+                "torch_rng": torch.get_rng_state(), "targets_hit": sorted(self.targets_hit),
+                "wall": self.wall, "recent": self.recent}
+
+    def save(self, step: int, branches_done: int) -> None:
+        tmp = self.dir / "ckpt.pt.tmp"
+        torch.save(self._state(step, branches_done), tmp)
+        os.replace(tmp, self.dir / "ckpt.pt")
+
+    def load(self) -> tuple[int, int]:
+        st = torch.load(self.dir / "ckpt.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.batches.set_state(st["batches"])
+        torch.set_rng_state(st["torch_rng"])
+        self.n_rows, self.targets_hit = st["n_rows"], set(st["targets_hit"])
+        self.wall, self.recent = st["wall"], st["recent"]
+        _truncate_rows(self.metrics, self.n_rows)
+        return st["step"], st["branches_done"]
+
+    # --- steps ------------------------------------------------------------------------------
+    def _loss(self, x, y):
+        x = torch.as_tensor(x, device=self.device)
+        y = torch.as_tensor(y, device=self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.forward(input_ids=x).logits
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+
+    def train_step(self, step: int, end: int) -> float:
+        t = self.cfg.train
+        mult = self.schedule(step, end)
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * mult
+        x, y = self.batches.train_batch(t.batch_size)
+        t0 = time.perf_counter()
+        loss = self._loss(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.opt.step()
+        value = float(loss.detach())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.wall += time.perf_counter() - t0
+        self.tokens_timed += self.tokens_per_step
+        self.recent = (self.recent + [value])[-50:]
+        if not math.isfinite(value) or value > math.log(self.cfg.model.vocab_size) + 2.0:
+            self.diverged = True
+        return value
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        losses = [float(self._loss(x, y)) for x, y in
+                  self.batches.val_batches(self.cfg.train.eval_batches, self.cfg.train.batch_size)]
+        self.model.train()
+        return float(np.mean(losses))
+
+    def noise_scale(self, k: int = 4) -> dict:
+        """Two-batch gradient noise scale (McCandlish et al. 2018, App. A): small batch = one
+        training batch, big batch = k of them; estimates |G|^2 and tr(Sigma) unbiasedly."""
+        b_s = self.tokens_per_step
+        b_b = k * b_s
+        grads = []
+        state = self.batches.state()
+        for _ in range(k):
+            self.opt.zero_grad(set_to_none=True)
+            self._loss(*self.batches.train_batch(self.cfg.train.batch_size)).backward()
+            grads.append(torch.cat([p.grad.reshape(-1).float() for p in self.model.parameters()
+                                    if p.grad is not None]))
+        self.batches.set_state(state)  # the estimate must not change the training data stream
+        self.opt.zero_grad(set_to_none=True)
+        g_small = float(torch.stack([(g * g).sum() for g in grads]).mean())
+        mean = torch.stack(grads).mean(0)
+        g_big = float((mean * mean).sum())
+        g2 = (b_b * g_big - b_s * g_small) / (b_b - b_s)
+        trace = (g_small - g_big) / (1 / b_s - 1 / b_b)
+        return {"gns_g2": g2, "gns_trace": trace, "grad_noise_scale": trace / g2 if g2 > 0 else float("nan")}
+
+    # --- rows -------------------------------------------------------------------------------
+    def row(self, step: int, tokens: int, val_loss: float, phase: str, final: bool, **extra) -> dict:
+        c, m, t, d = self.cfg, self.cfg.model, self.cfg.train, self.cfg.data
+        tps = self.tokens_timed / self.wall if self.wall > 0 else float("nan")
+        row = {
+            "run_id": c.key(), "width": m.width, "depth": m.depth, "n_heads": m.n_heads,
+            "params": m.non_embedding_params, "params_total": m.params_total, "tokens": tokens,
+            "flops": m.flops_per_token * tokens, "lr": t.lr, "batch_tokens": self.tokens_per_step,
+            "batch_size": t.batch_size, "seq_len": m.seq_len, "seed": t.seed, "step": step,
+            "train_loss": float(np.mean(self.recent)) if self.recent else float("nan"),
+            "val_loss": val_loss, "val_bpb": self.corpus.bits_per_byte(val_loss),
+            "schedule": t.schedule, "phase": phase, "final": final, "wall_s": self.wall,
+            "tokens_per_s": tps,
+            "mfu": tps * m.flops_per_token / self.peak if self.peak else float("nan"),
+            "grad_noise_scale": float("nan"), "diverged": self.diverged,
+            "parametrization": m.parametrization, "base_width": m.base_width,
+            "unique_tokens": self.batches.unique_tokens, "epoch": tokens / self.batches.unique_tokens,
+            "label_noise": d.label_noise, "weight_decay": t.weight_decay,
+            "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": m.vocab_size,
+            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "code_version": CODE_VERSION,
+        }
+        row.update(extra)
+        return row
+
+    def record(self, row: dict) -> None:
+        _append_row(self.metrics, row)
+        self.n_rows += 1
+
+    def eval_row(self, step: int, phase: str, final: bool, tokens: int | None = None) -> float:
+        val = self.evaluate()
+        extra = {}
+        self.evals += 1
+        t = self.cfg.train
+        if t.gns_every and self.evals % t.gns_every == 0 and phase == "stable":
+            extra = self.noise_scale()
+        tok = tokens if tokens is not None else step * self.tokens_per_step
+        self.record(self.row(step, tok, val, phase, final, **extra))
+        for target in t.target_losses:
+            if target not in self.targets_hit and val <= target and phase == "stable":
+                self.targets_hit.add(target)
+                self.record(self.row(step, tok, val, "target", False, target_loss=target))
+        return val
+
+
+def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
+                progress: bool = True) -> RunResult:
+    """Train (or resume, or skip when finished) one probe; rows go to ``out/<key>/metrics.jsonl``."""
+    key = cfg.key()
+    run_dir = Path(out) / key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "done.json").exists():
+        return RunResult(key, run_dir, sum(1 for _ in open(run_dir / "metrics.jsonl")), False, False)
+    atomic_write_text(run_dir / "config.json", json.dumps({"key": key, **cfg.to_dict()}, indent=1, default=str))
+    tr = _Trainer(cfg, run_dir, Path(cache_dir or Path(out) / "_cache"), progress)
+    step, branches_done, resumed = 0, 0, False
+    if (run_dir / "ckpt.pt").exists():
+        step, branches_done = tr.load()
+        resumed = True
+    else:
+        _truncate_rows(tr.metrics, 0)
+    t = cfg.train
+    total = tr.steps[-1]
+    branches = tr.steps[:-1] if t.schedule == "wsd" else []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=step, desc=f"probe {key} w{cfg.model.width}", unit="step", leave=False)
+    while step < total and not tr.diverged:
+        while branches_done < len(branches) and step == tr.schedule.cooldown_start(branches[branches_done]):
+            _branch(tr, step, branches[branches_done], t.tokens[branches_done])
+            branches_done += 1
+        tr.train_step(step, total)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{tr.recent[-1]:.3f}", tok_s=f"{tr.tokens_timed / max(tr.wall, 1e-9):,.0f}")
+        if tr.diverged:
+            break
+        if step % t.eval_every == 0 and step < total:
+            tr.eval_row(step, "stable", False)
+        if step % t.checkpoint_every == 0 and step < total:
+            tr.save(step, branches_done)
+    if bar is not None:
+        bar.close()
+    if tr.diverged:
+        tr.record(tr.row(step, step * tr.tokens_per_step, float("nan"), "diverged", False))
+    else:
+        tr.eval_row(step, "cooldown" if t.schedule == "wsd" else "end", True, tokens=t.tokens[-1])
+        if t.save_model:
+            tr.model.save_pretrained(run_dir / "model")
+    atomic_write_text(run_dir / "done.json", json.dumps({"key": key, "rows": tr.n_rows, "diverged": tr.diverged,
+                                                         "steps": step, "wall_s": tr.wall}))
+    (run_dir / "ckpt.pt").unlink(missing_ok=True)
+    return RunResult(key, run_dir, tr.n_rows, tr.diverged, resumed)
+
+
+def _branch(tr: _Trainer, start: int, end: int, tokens: int) -> None:
+    """A cooldown from ``start`` to ``end`` off the stable phase; state restored afterwards."""
+    saved = (copy.deepcopy(tr.model.state_dict()), copy.deepcopy(tr.opt.state_dict()), tr.batches.state(),
+             list(tr.recent), tr.diverged)
+    for s in range(start, end):
+        tr.train_step(s, end)
+        if tr.diverged:
+            break
+    if tr.diverged:
+        tr.record(tr.row(end, tokens, float("nan"), "diverged", False))
+    else:
+        tr.eval_row(end, "cooldown", True, tokens=tokens)
+    model_state, opt_state, batch_state, recent, diverged = saved
+    tr.model.load_state_dict(model_state)
+    tr.opt.load_state_dict(opt_state)
+    tr.batches.set_state(batch_state)
+    tr.recent, tr.diverged = recent, diverged

@@ -1,0 +1,239 @@
+"""Probe training on CPU: tiny runs, WSD branches, determinism, kill-and-resume, export, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from fits import InputError  # noqa: E402
+from probes.cli import main as probe_cli  # noqa: E402
+from probes.config import ProbeConfig  # noqa: E402
+from probes.data import load_corpus  # noqa: E402
+from probes.sweep import export_results, expand_grid, load_grid  # noqa: E402
+from probes.train import train_probe  # noqa: E402
+
+TINY = {"model": {"width": 32, "depth": 1, "d_head": 16, "base_width": 32, "seq_len": 32},
+        "train": {"tokens": [8192, 16384], "batch_size": 8, "eval_every": 16, "lr": 1e-2,
+                  "checkpoint_every": 16},
+        "data": {"corpus": "stdlib"}}
+
+
+def cfg(**over):
+    d = json.loads(json.dumps(TINY))
+    for sec, kv in over.items():
+        d[sec].update(kv)
+    return ProbeConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    load_corpus(cfg().data, path)  # tokenise the standard library once
+    return path
+
+
+def rows(result):
+    return pd.read_json(result.run_dir / "metrics.jsonl", lines=True)
+
+
+def test_tiny_run_records_rows_and_learns(tmp_path, cache):
+    r = train_probe(cfg(), tmp_path, cache, progress=False)
+    df = rows(r)
+    final = df[df["final"]]
+    assert list(final["tokens"]) == [8192, 16384]  # one end-of-cooldown row per token count
+    assert final["val_loss"].iloc[-1] < np.log(257) - 1.0
+    for col in ("run_id", "width", "depth", "n_heads", "params", "params_total", "tokens", "flops", "lr",
+                "batch_tokens", "seq_len", "seed", "step", "train_loss", "val_loss", "val_bpb", "schedule",
+                "wall_s", "tokens_per_s", "mfu", "grad_noise_scale", "diverged", "corpus", "tokenizer",
+                "vocab_size", "device", "code_version"):
+        assert col in df, col
+    assert (df["val_bpb"] > 0).all() and not df["diverged"].any()
+    assert json.loads((r.run_dir / "done.json").read_text())["rows"] == len(df)
+    again = train_probe(cfg(), tmp_path, cache, progress=False)  # finished: skipped
+    assert not again.resumed and len(rows(again)) == len(df)
+
+
+def test_same_seed_same_losses(tmp_path, cache):
+    a = rows(train_probe(cfg(), tmp_path / "a", cache, progress=False))
+    b = rows(train_probe(cfg(), tmp_path / "b", cache, progress=False))
+    np.testing.assert_array_equal(a["val_loss"].to_numpy(), b["val_loss"].to_numpy())
+
+
+def test_branch_does_not_disturb_the_main_run(tmp_path, cache):
+    """The main run with a branch cooldown equals a run that records only the largest count."""
+    both = rows(train_probe(cfg(), tmp_path / "a", cache, progress=False))
+    only = rows(train_probe(cfg(train={"tokens": [16384]}), tmp_path / "b", cache, progress=False))
+    assert both[both["final"]]["val_loss"].iloc[-1] == pytest.approx(only[only["final"]]["val_loss"].iloc[-1], abs=1e-6)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path, cache, monkeypatch):
+    c = cfg()
+    full = rows(train_probe(c, tmp_path / "full", cache, progress=False))
+    # interrupt after the checkpoint at step 32 by failing the next training step
+    import probes.train as T
+
+    calls = {"n": 0}
+    real = T._Trainer.train_step
+
+    def flaky(self, step, end):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real(self, step, end)
+
+    monkeypatch.setattr(T._Trainer, "train_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train_probe(c, tmp_path / "cut", cache, progress=False)
+    monkeypatch.setattr(T._Trainer, "train_step", real)
+    res = train_probe(c, tmp_path / "cut", cache, progress=False)
+    assert res.resumed
+    resumed = rows(res)
+    assert len(resumed) == len(full)
+    np.testing.assert_allclose(resumed["val_loss"], full["val_loss"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_leaves_no_partial_or_duplicate_rows(tmp_path, cache):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("""
+[grid]
+width = [32]
+tokens = [65536, 131072]
+[model]
+depth = 1
+base_width = 32
+seq_len = 32
+[train]
+batch_size = 8
+eval_every = 8
+checkpoint_every = 48
+""")
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "probes.cli", "run", str(grid), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = list(out.glob("*/metrics.jsonl"))
+        if found and found[0].read_text().count("\n") >= 9:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "the run never wrote rows"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (metrics.parent / "done.json").exists()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    df = export_results(out)
+    assert not df.duplicated(["run_id", "step", "phase", "tokens"]).any()
+    assert df["final"].sum() == 2
+    assert (metrics.parent / "done.json").exists()
+
+
+def test_divergence_is_recorded_not_hidden(tmp_path, cache):
+    r = train_probe(cfg(train={"lr": 50.0, "grad_clip": 0.0}), tmp_path, cache, progress=False)
+    assert r.diverged
+    df = rows(r)
+    assert df["diverged"].iloc[-1] and df["phase"].iloc[-1] == "diverged"
+
+
+def test_repeated_data_and_label_noise(tmp_path, cache):
+    r = train_probe(cfg(data={"unique_tokens": 4096, "label_noise": 0.2}), tmp_path, cache, progress=False)
+    df = rows(r)
+    assert df["unique_tokens"].iloc[0] == 4096
+    assert df["epoch"].iloc[-1] == pytest.approx(16384 / 4096)
+
+
+def test_save_pretrained_round_trip(tmp_path, cache):
+    from transformers import AutoModelForCausalLM
+
+    r = train_probe(cfg(train={"save_model": True, "tokens": [4096]}), tmp_path, cache, progress=False)
+    loaded = AutoModelForCausalLM.from_pretrained(r.run_dir / "model")
+    from probes.model import build_model
+    fresh = build_model(cfg().model)
+    fresh.load_state_dict(loaded.state_dict())
+    x = torch.randint(0, 257, (2, 16))
+    torch.testing.assert_close(loaded(input_ids=x).logits, fresh(input_ids=x).logits)
+    assert loaded.config.logits_scaling == fresh.config.logits_scaling
+
+
+def test_gradient_noise_scale_and_target_losses(tmp_path, cache):
+    r = train_probe(cfg(train={"gns_every": 1, "target_losses": [5.0, 0.1]}), tmp_path, cache, progress=False)
+    df = rows(r)
+    stable = df[df["phase"] == "stable"]
+    assert np.isfinite(stable["gns_trace"]).all()
+    hits = df[df["phase"] == "target"]
+    assert list(hits["target_loss"]) == [5.0]  # 0.1 is never reached
+
+
+# --- grids, CLI, bad input ------------------------------------------------------------------
+
+def test_grid_expansion_and_unknown_keys():
+    configs = expand_grid({"grid": {"width": [32, 64], "lr": [1e-3, 1e-2], "tokens": [1000, 2000]},
+                           "model": {"base_width": 32}})
+    assert len(configs) == 4 and all(c.train.tokens == (1000, 2000) for c in configs)
+    assert len({c.key() for c in configs}) == 4
+    with pytest.raises(InputError, match="unknown key 'widht'"):
+        expand_grid({"grid": {"widht": [32]}})
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['colour'\] in \[model\]"):
+        expand_grid({"model": {"colour": "red"}})
+    assert len(load_grid("default")) == 4
+
+
+def test_bad_inputs(tmp_path, cache):
+    with pytest.raises(InputError, match="less than one step"):
+        train_probe(cfg(train={"tokens": [10]}), tmp_path, cache, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    with pytest.raises(InputError, match="empty train or validation split"):
+        train_probe(cfg(data={"corpus": str(empty)}), tmp_path, cache, progress=False)
+    bad = tmp_path / "tokens.npy"
+    bad.write_bytes(b"not numpy")
+    with pytest.raises(InputError, match="cannot read token file"):
+        train_probe(cfg(data={"corpus": str(bad)}), tmp_path, cache, progress=False)
+
+
+def test_token_file_corpus(tmp_path, cache):
+    arr = (np.arange(50_000) * 7 % 200).astype(np.uint16)
+    path = tmp_path / "toks.bin"
+    arr.tofile(path)
+    r = train_probe(cfg(data={"corpus": str(path)}, model={"vocab_size": 200}, train={"tokens": [4096]}),
+                    tmp_path / "runs", cache, progress=False)
+    assert np.isnan(rows(r)["val_bpb"]).all()  # bytes per token unknown for pre-tokenised data
+
+
+def test_cli_run_status_export_design(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nwidth = [32]\ntokens = [4096]\n[model]\ndepth = 1\nbase_width = 32\nseq_len = 32\n'
+                    '[train]\nbatch_size = 8\neval_every = 8\n')
+    out = tmp_path / "runs"
+    runner = CliRunner()
+    res = runner.invoke(probe_cli, ["run", str(grid), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "1 trained" in res.output
+    res = runner.invoke(probe_cli, ["run", str(grid), "--out", str(out), "--quiet"])
+    assert "1 skipped" in res.output
+    res = runner.invoke(probe_cli, ["status", str(out)])
+    assert res.exit_code == 0 and "done" in res.output
+    res = runner.invoke(probe_cli, ["export", str(out), str(tmp_path / "r.csv"), "--final-only"])
+    assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "r.csv")) == 1
+    res = runner.invoke(probe_cli, ["design", "--budget", "1e15"])
+    assert res.exit_code == 0 and res.output.count("[[run]]") == 12
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grid]\nwidht = [32]\n")
+    res = runner.invoke(probe_cli, ["run", str(bad), "--out", str(out)])
+    assert res.exit_code == 2 and "unknown key 'widht'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(probe_cli, ["design", "--budget", "1e6"])
+    assert res.exit_code == 2 and "less than one training step" in res.output
