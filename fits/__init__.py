@@ -31,6 +31,13 @@ _EXPORTS = {
     "isoflop_analysis": ".isoflop",
     "BacktestResult": ".backtest",
     "backtest": ".backtest",
+    "HyperparameterFit": ".hparams",
+    "fit_hyperparameters": ".hparams",
+    "load_hparams": ".hparams",
+    "critical_batch": ".hparams",
+    "noise_scale_batch": ".hparams",
+    "TransferResult": ".transfer",
+    "check_transfer": ".transfer",
 }
 
 __all__ = ["InputError", "__version__", *_EXPORTS]

@@ -73,6 +73,11 @@ def _card(plan) -> str:
     for k in ("epochs", "effective_tokens", "repetition_risk"):
         if k in plan.extra:
             lines.append(f"  {k.replace('_', ' '):<20}{_fmt(plan.extra[k])}")
+    if "batch_crit_tokens" in plan.extra:
+        lines.append(f"  critical batch      ~{plan.extra['batch_crit_tokens']:,.0f} tokens; trade-off "
+                     "(batch -> tokens, steps for the same loss):")
+        lines += [f"    {r['batch_over_bcrit']:>4g} x B_crit = {r['batch_tokens']:>14,.0f}: "
+                  f"{r['tokens']:.4g} tokens, {r['steps']:,.0f} steps" for r in plan.batch_tradeoff()]
     if "lifetime_flops" in plan.extra:
         lines.append(f"  lifetime FLOPs      {plan.extra['lifetime_flops']:.4g} with "
                      f"{plan.extra['inference_tokens']:.3g} inference tokens")
@@ -143,6 +148,23 @@ def _render_plot(plans) -> Path:
     return Path(tmp)
 
 
+def _hparams_from_results(path):
+    """A fitted lr/batch law when the results sweep learning rates and batch sizes, else the prior."""
+    import pandas as pd
+
+    from fits.hparams import fit_hyperparameters
+
+    t = pd.read_csv(path)
+    cols = {"params", "tokens", "lr", "batch_tokens"}
+    if not cols <= set(t.columns) or t["lr"].nunique() < 3:
+        return "deepseek2024"
+    loss = "val_loss" if "val_loss" in t.columns else "loss"
+    try:
+        return fit_hyperparameters(t, loss=loss)
+    except InputError:
+        return "deepseek2024"
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--budget", help="Training budget: a number, or START:STOP:COUNT for a log-spaced sweep.")
 @click.option("--unit", type=click.Choice(UNITS), default="flops", show_default=True,
@@ -187,15 +209,16 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     budgets = [Budget.from_unit(a, unit, **hw) for a in amounts]
     if gpu is not None:
         budgets[0].peak  # validate the name before any work
-    if results is not None:
-        from fits import fit_loss_surface
-        source = fit_loss_surface(results, bootstrap=200, seed=0)
-    else:
-        source = fit_path or preset or DEFAULT_PRESET
     hp = hparams
     if hparams.endswith(".json"):
         from fits.hparams import load_hparams
         hp = load_hparams(hparams)
+    if results is not None:
+        from fits import fit_loss_surface
+        source = fit_loss_surface(results, bootstrap=200, seed=0)
+        hp = _hparams_from_results(results) if hp == "deepseek2024" else hp
+    else:
+        source = fit_path or preset or DEFAULT_PRESET
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
                        hparams=hp, inference_tokens=inference_tokens)
     rows = [p.to_row() for p in plans]

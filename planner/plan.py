@@ -57,6 +57,10 @@ class Plan:
     def training_flops(self) -> float:
         return 6.0 * self.params * self.tokens
 
+    def batch_tradeoff(self) -> list[dict]:
+        """Tokens and steps to this plan's loss at 0.5, 1, 2 and 4 x the critical batch."""
+        return rules.batch_tradeoff(self.tokens, self.batch_tokens, self.extra["batch_crit_tokens"])
+
     def to_row(self) -> dict:
         """One flat record (the CSV row): plan figures, shape, hardware, risks and sources."""
         b = self.budget
@@ -159,6 +163,11 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
         loss, lo, hi = float(fit.predict(params, tokens)), None, None
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(budget.flops))
+    b_crit = rules.kaplan_critical_batch(loss)
+    extra = {"batch_crit_tokens": b_crit, **(extra or {})}
+    if batch_tokens > 2 * b_crit:
+        risks_extra = (*risks_extra, f"warning: batch {batch_tokens:,} tokens is over 2x the critical batch "
+                       f"(~{b_crit:,.0f}, Kaplan et al. 2020 prior): extra tokens buy little speed")
     wd, wd_src = rules.WEIGHT_DECAY
     risks = list(risks_extra) + _risks(fit, decades, steps, tokens / params)
     tau = rules.adamw_timescale(lr, wd, steps)
@@ -178,7 +187,8 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
         loss_low=lo, loss_high=hi, loss_interval=interval, shape=shape, batch_tokens=batch_tokens,
         batch_sequences=seqs, steps=steps, lr=float(lr), warmup_steps=rules.warmup_steps(steps),
         schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades, risks=tuple(risks),
-        sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=dict(extra or {}),
+        sources={**sources, "batch_crit": "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens"},
+        intervals={**alloc_intervals, **hp_iv}, extra=extra,
     )
 
 

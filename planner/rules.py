@@ -9,6 +9,7 @@ import math
 __all__ = [
     "deepseek_lr", "deepseek_batch", "step_law_lr", "step_law_batch", "warmup_steps",
     "WARMUP", "SCHEDULE", "WEIGHT_DECAY", "adamw_timescale", "round_batch", "HPARAM_RULES",
+    "kaplan_critical_batch", "batch_tradeoff",
 ]
 
 DEEPSEEK = "DeepSeek LLM 2024 (arXiv:2401.02954), Sec. 3.1"
@@ -44,6 +45,29 @@ def step_law_lr(N: float, D: float) -> float:
 def step_law_batch(D: float) -> float:
     """Rule 2b. Batch in tokens B = 0.58 D^0.571 (Step Law 2025)."""
     return 0.58 * D ** 0.571
+
+
+def kaplan_critical_batch(loss: float) -> float:
+    """Rule 5. Critical batch in tokens B_crit(L) = B* / L^(1/alpha_B), B* = 2e8, alpha_B = 0.21
+    (Kaplan et al. 2020, eq. 5.3). Loss in nats/token on WebText2: a prior, not a fit to your data.
+
+    >>> round(kaplan_critical_batch(2.3) / 1e6, 2)
+    3.79
+    """
+    return 2e8 / loss ** (1 / 0.21)
+
+
+def batch_tradeoff(tokens: float, batch: float, b_crit: float, multiples=(0.5, 1, 2, 4)) -> list[dict]:
+    """Rule 6. Steps and tokens to the same loss at other batch sizes (McCandlish et al. 2018):
+    (S/S_min - 1)(E/E_min - 1) = 1 with B_crit = E_min/S_min. The plan trains ``tokens`` at
+    ``batch``; each row gives the batch, the tokens E and steps S needed for the same loss."""
+    e_min = tokens / (1 + batch / b_crit)
+    rows = []
+    for k in multiples:
+        b = k * b_crit
+        e = e_min * (1 + b / b_crit)
+        rows.append({"batch_over_bcrit": k, "batch_tokens": b, "tokens": e, "steps": e / b})
+    return rows
 
 
 HPARAM_RULES = {

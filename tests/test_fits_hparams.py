@@ -1,0 +1,112 @@
+"""Learning-rate/batch laws, temperature, critical batch and the muP transfer check."""
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fits import InputError, check_transfer, critical_batch, fit_hyperparameters, load_hparams
+from fits.hparams import deepseek_prior
+from planner import make_plan
+
+
+def sweep(a_N=-0.3, a_D=0.05, b_D=0.5, noise=0.0, seed=0, ridge_slope=None, b_N=0.0):
+    """Synthetic lr x batch sweep: loss quadratic in (log lr, log B) around power-law optima."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in (1e6, 4e6, 16e6):
+        for D in (1e8, 4e8, 16e8):
+            lo, bo = np.log(0.5 * N ** a_N * D ** a_D), np.log(0.3 * D ** b_D * (N / 4e6) ** b_N)
+            for l in np.log(2.0) * np.arange(-3, 4) + lo:
+                for b in np.log(2.0) * np.arange(-2, 3) + bo:
+                    # with a ridge slope s the best lr at batch b is lo + s (b - bo)
+                    shift = 0.0 if ridge_slope is None else ridge_slope * (b - bo)
+                    loss = 3 + 0.02 * (l - lo - shift) ** 2 + 0.01 * (b - bo) ** 2
+                    rows.append((N, D, np.exp(l), np.exp(b), loss * np.exp(rng.normal(0, noise))))
+    return pd.DataFrame(rows, columns=["params", "tokens", "lr", "batch_tokens", "val_loss"])
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(a_N=st.floats(-0.6, -0.1), a_D=st.floats(-0.2, 0.2), b_D=st.floats(0.3, 0.7), seed=st.integers(0, 99))
+def test_recovers_known_exponents_within_intervals(a_N, a_D, b_D, seed):
+    hp = fit_hyperparameters(sweep(a_N, a_D, b_D, noise=0.0005, seed=seed), bootstrap=100, level=0.99)
+    ci = hp.ci()
+    for name, truth in (("lr_a_N", a_N), ("lr_a_D", a_D), ("batch_a_D", b_D)):
+        lo, hi = ci.loc[name, "low"], ci.loc[name, "high"]
+        slack = 0.02  # quadratic-vertex bias from the noise, at most a few hundredths
+        assert lo - slack <= truth <= hi + slack, (name, truth, lo, hi)
+
+
+def test_cell_optima_bands_penalties_and_prediction():
+    hp = fit_hyperparameters(sweep(), bootstrap=50)
+    c = hp.cell_optima
+    assert len(c) == 9 and (c["method"] == "quadratic").all()
+    # 0.02 (ln 2)^2 / 3 = 0.32% loss for lr 2x off
+    assert c["penalty_lr_2x"].iloc[0] == pytest.approx(0.02 * np.log(2) ** 2 / 3, rel=1e-3)
+    assert (c["lr_band1_low"] <= c["lr_opt"] * 1.01).all() and (c["lr_band1_high"] >= c["lr_opt"] / 1.01).all()
+    p = hp.predict(4e6, 4e8)
+    assert p["lr_opt"].iloc[0] == pytest.approx(0.5 * 4e6 ** -0.3 * 4e8 ** 0.05, rel=1e-3)
+    assert p["lr_opt_low"].iloc[0] <= p["lr_opt"].iloc[0] <= p["lr_opt_high"].iloc[0]
+    assert not hp.n_term_needed
+
+
+@pytest.mark.parametrize("slope, word", [(1.0, "lr/B constant"), (0.5, "lr/sqrt(B)")])
+def test_temperature_verdict_follows_the_ridge(slope, word):
+    hp = fit_hyperparameters(sweep(ridge_slope=slope), bootstrap=0)
+    assert hp.temperature["slope_median"] == pytest.approx(slope, abs=0.15)
+    assert word in hp.temperature["verdict"]
+
+
+def test_priors_compared_and_flagged():
+    hp = fit_hyperparameters(sweep(), bootstrap=0)
+    lr_ds, b_ds = deepseek_prior(1e21 / 6 / 1e10, 1e10)
+    assert lr_ds == pytest.approx(7.39e-4, rel=0.01) and b_ds == pytest.approx(2.16e6, rel=0.01)
+    assert {"lr_deepseek", "lr_steplaw", "flag"} <= set(hp.priors.columns)
+    assert hp.priors["flag"].dtype == bool
+
+
+def test_json_round_trip_and_planner_use(tmp_path):
+    hp = fit_hyperparameters(sweep(), bootstrap=50)
+    path = hp.to_json(tmp_path / "hp.json")
+    back = load_hparams(path)
+    pd.testing.assert_frame_equal(back.predict(2e6, 2e8), hp.predict(2e6, 2e8))
+    plan = make_plan(budget=1e19, hparams=back)
+    assert "fitted hyperparameter law" in plan.sources["lr"]
+    assert plan.intervals["lr_low"] <= plan.lr <= plan.intervals["lr_high"]
+    assert "report" and "lr_opt" in hp.report()
+
+
+def test_batch_n_term_detected_when_present():
+    assert fit_hyperparameters(sweep(b_N=0.4), bootstrap=0).n_term_needed
+
+
+def test_needs_two_cells():
+    df = sweep()
+    one = df[(df.params == 1e6) & (df.tokens == 1e8)]
+    with pytest.raises(InputError, match="at least two"):
+        fit_hyperparameters(one)
+
+
+def test_critical_batch_recovers_bcrit():
+    rows = []
+    for target, (s_min, b_crit) in {3.0: (100, 1000), 2.8: (300, 3000)}.items():
+        for B in (250, 500, 1000, 2000, 4000, 8000):
+            rows.append({"batch_tokens": B, "step": s_min * (1 + b_crit / B), "target_loss": target})
+    r = critical_batch(pd.DataFrame(rows)).set_index("target_loss")
+    assert r.loc[3.0, "b_crit"] == pytest.approx(1000) and r.loc[2.8, "b_crit"] == pytest.approx(3000)
+    assert r.loc[2.8, "e_min"] == pytest.approx(300 * 3000)
+
+
+def test_transfer_verdicts():
+    lrs = 2.0 ** -np.arange(4, 13)
+
+    def table(drift):
+        return pd.DataFrame([(w, lr, (np.log(lr) - np.log(4e-3 * (w / 64) ** drift)) ** 2 + 3)
+                             for w in (64, 128, 256, 512) for lr in lrs], columns=["width", "lr", "val_loss"])
+
+    good = check_transfer(table(0.0))
+    assert good.verdict == "transfers" and abs(good.drift) < 0.05
+    bad = check_transfer(table(-1.0))  # SP-like: optimum falls as 1/width
+    assert bad.verdict == "does not transfer"
+    assert bad.drift == pytest.approx(-1.0, abs=0.1)
+    assert bad.drift_interval[0] <= bad.drift <= bad.drift_interval[1]
+    assert "transfer" in good.report()
