@@ -38,6 +38,15 @@ _EXPORTS = {
     "noise_scale_batch": ".hparams",
     "TransferResult": ".transfer",
     "check_transfer": ".transfer",
+    "RiskAssessment": ".repetition",
+    "double_descent_risk": ".repetition",
+    "ridgeless_risk": ".repetition",
+    "ridge_risk": ".repetition",
+    "theory_curve": ".repetition",
+    "plot_theory": ".repetition",
+    "detect_double_descent": ".repetition",
+    "epoch_bumps": ".repetition",
+    "capacity_from_bump": ".repetition",
 }
 
 __all__ = ["InputError", "__version__", *_EXPORTS]

@@ -66,6 +66,7 @@ def chinchilla_allocation(C, A, B, alpha, beta, flops_per_param_token: float = 6
 
 def _unique_params(U, E, A, B, alpha, beta):
     """Compute-optimal parameter count for U tokens (Muennighoff et al. 2023, U_N)."""
+    alpha, A, beta, B = (np.asarray(v, dtype=float) for v in (alpha, A, beta, B))
     G = np.power(alpha * A / (beta * B), 1.0 / (alpha + beta))
     # D_opt = (C/6)/N_opt and N_opt = G (C/6)^(b/(a+b))  =>  N_opt = G^(1 + b/a) D^(b/a)
     return np.power(G, 1.0 + beta / alpha) * np.power(U, beta / alpha)
@@ -171,12 +172,16 @@ class Form:
             return self.allocate(C, **params)
         from scipy.optimize import minimize_scalar
         Ns = np.empty_like(C)
+        var = {k: np.broadcast_to(np.asarray(v, dtype=float), C.shape) for k, v in variables.items()}
         for i, c in enumerate(C):
-            def obj(logn, c=c):
+            vi = {k: v[i] for k, v in var.items()}
+
+            def obj(logn, c=c, vi=vi):
                 n = np.exp(logn)
-                return float(self(n, c / (6.0 * n), params, **variables))
-            hi = np.log(c / 6.0)  # at least one token per parameter... and at most one parameter
-            res = minimize_scalar(obj, bounds=(0.5 * hi - 25.0 if hi > 50 else 0.0, hi),
+                return float(self(n, c / (6.0 * n), params, **vi))
+
+            mid = 0.5 * np.log(c / 6.0)  # N = D: the optimum lies within ~5 decades of it
+            res = minimize_scalar(obj, bounds=(max(0.0, mid - 12.0), min(2 * mid, mid + 12.0)),
                                   method="bounded", options={"xatol": 1e-7})
             Ns[i] = np.exp(res.x)
         return Ns, C / (6.0 * Ns)

@@ -227,11 +227,7 @@ class LossSurfaceFit:
         return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
     def _optimal(self, C, params, var):
-        if var:
-            Ns, Ds = zip(*[self.law.optimal(np.array([c]), params, U=np.array([u]))
-                           for c, u in zip(C, var["U"])])
-            return np.concatenate(Ns), np.concatenate(Ds)
-        return self.law.optimal(C, params)
+        return self.law.optimal(C, params, **var)
 
     def decades_beyond_fit(self, C) -> np.ndarray:
         """How many decades of compute C lies outside the fitted budgets (0 inside)."""

@@ -70,7 +70,7 @@ def _card(plan) -> str:
         f"  schedule            {plan.schedule.split(' (')[0]}",
         f"  weight decay        {plan.weight_decay}",
     ]
-    for k in ("epochs", "effective_tokens", "repetition_risk"):
+    for k in ("unique_tokens", "epochs", "effective_tokens", "repetition_risk"):
         if k in plan.extra:
             lines.append(f"  {k.replace('_', ' '):<20}{_fmt(plan.extra[k])}")
     if "batch_crit_tokens" in plan.extra:
@@ -185,11 +185,13 @@ def _hparams_from_results(path):
               help="Learning-rate/batch rule: deepseek2024, steplaw2025, or a fitted law (JSON from fits.fit_hyperparameters).")
 @click.option("--inference-tokens", type=float, default=None,
               help="Tokens to serve over the model's life: also plan the inference-aware model.")
+@click.option("--unique-tokens", type=float, default=None,
+              help="Unique training tokens available: plan for repeated data and report its risk.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the plan table as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot loss, N and D against budget (PNG).")
 @guarded
 def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
-         level, seq_len, vocab_size, hparams, inference_tokens, out, plot):
+         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
     from .presets import DEFAULT_PRESET, list_presets as _list
@@ -220,7 +222,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     else:
         source = fit_path or preset or DEFAULT_PRESET
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
-                       hparams=hp, inference_tokens=inference_tokens)
+                       hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
     png = _render_plot(plans) if plot else None
     if len(plans) == 1 or (inference_tokens is not None and len(plans) == 2):

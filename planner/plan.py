@@ -156,11 +156,13 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
     lr, batch, lr_src, batch_src, hp_iv = _hyperparameters(hparams, shape, params, tokens)
     seqs, batch_tokens = rules.round_batch(batch, seq_len)
     steps = max(1, math.ceil(tokens / batch_tokens))
+    uses_u = "U" in fit.law.variables and extra and "unique_tokens" in extra
+    u = {"unique_tokens": extra["unique_tokens"]} if uses_u else {}
     if fit.n_bootstrap and level is not None:
-        loss, lo, hi = (float(v) for v in fit.interval(params, tokens, level=level))
+        loss, lo, hi = (float(v) for v in fit.interval(params, tokens, level=level, **u))
         interval = f"{level:.0%} {fit.interval_method}"
     else:
-        loss, lo, hi = float(fit.predict(params, tokens)), None, None
+        loss, lo, hi = float(fit.predict(params, tokens, **u)), None, None
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(budget.flops))
     b_crit = rules.kaplan_critical_batch(loss)
@@ -192,9 +194,34 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
     )
 
 
+def data_constrained_view(fit, max_samples: int = 200):
+    """The fit as a data-constrained law (Muennighoff et al. 2023): a Chinchilla fit keeps its
+    E, A, B, alpha, beta and takes the published R_D*, R_N*; a data-constrained fit is returned as is.
+    Bootstrap samples are thinned to ``max_samples`` (allocations are then solved numerically)."""
+    import dataclasses
+
+    import numpy as np
+
+    from fits.forms import get_form
+
+    if fit.form == "data_constrained":
+        return fit
+    if fit.form != "chinchilla":
+        raise InputError(f"unique_tokens: repeated-data planning needs a Chinchilla-form fit; got {fit.form!r}")
+    dc = get_form("data_constrained")
+    params = {**fit.params, **dc.defaults}
+    boot = fit.bootstrap_params
+    if boot is not None:
+        boot = boot[:max_samples]
+        boot = np.column_stack([boot, np.full(len(boot), dc.defaults["R_D_star"]),
+                                np.full(len(boot), dc.defaults["R_N_star"])])
+    return dataclasses.replace(fit, form="data_constrained", params=params, bootstrap_params=boot,
+                               provenance={**fit.provenance, "data_constrained": "R_D*, R_N* from Muennighoff et al. 2023"})
+
+
 def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int = 2048,
               vocab_size: int = 32000, hparams="deepseek2024",
-              inference_tokens: float | None = None) -> Plan:
+              inference_tokens: float | None = None, unique_tokens: float | None = None) -> Plan:
     """Plan a training run: compute-optimal N and D, loss with interval, shape and optimiser.
 
     Parameters
@@ -206,6 +233,9 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
     seq_len, vocab_size : the shape's context length and vocabulary.
     hparams : learning-rate/batch rule: "deepseek2024" (default), "steplaw2025", or a fitted
         hyperparameter law.
+    unique_tokens : unique training tokens available. When the compute-optimal plan would repeat
+        data, the allocation comes from the data-constrained law (Muennighoff et al. 2023) and the
+        plan reports epochs, effective tokens and the repeated-data / double-descent risk.
     inference_tokens : tokens to be served over the model's life; when given, the plan is the
         smaller, longer-trained model with the same predicted loss that minimises training
         plus inference FLOPs (Sardana et al. 2024), and ``plan.extra["compute_optimal"]`` keeps
@@ -226,8 +256,29 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
     N, D = float(a["params"][0]), float(a["tokens"][0])
     ivs = {f"{k}": float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
     common = dict(level=level, seq_len=seq_len, vocab_size=vocab_size, hparams=hparams)
-    optimal = _plan_at(fit, budget, N, D, "compute-optimal", alloc_intervals=ivs,
-                       alloc_source="{fit}; compute-optimal allocation under C = 6ND", **common)
+    source = "{fit}; compute-optimal allocation under C = 6ND"
+    rep_extra, rep_risks = {}, ()
+    if unique_tokens is not None:
+        U = float(unique_tokens)
+        if not (math.isfinite(U) and U > 0):
+            raise InputError(f"unique_tokens: must be a finite positive number; got {unique_tokens!r}")
+        if D > U:  # the plan would repeat data: allocate under the data-constrained law
+            fit = data_constrained_view(fit)
+            a = fit.allocation(budget.flops, level=level if fit.n_bootstrap else None, unique_tokens=U)
+            N, D = float(a["params"][0]), float(a["tokens"][0])
+            ivs = {k: float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
+            source = ("{fit}; data-constrained allocation with U = " + f"{U:.3g}"
+                      + " unique tokens (Muennighoff et al. 2023, R_D* and R_N* published)")
+        from fits.repetition import double_descent_risk
+
+        risk = double_descent_risk(N, D, U)
+        rep_extra = {"unique_tokens": U, "epochs": risk.epochs, "effective_tokens": risk.effective_tokens,
+                     "repetition_risk": risk.level, "repetition_recommendation": risk.recommendation}
+        if risk.level in ("medium", "high"):
+            rep_risks = tuple(f"{'HIGH' if risk.level == 'high' else 'warning'}: repeated data: {r}"
+                              for r in risk.reasons) + (f"recommendation: {risk.recommendation}",)
+    optimal = _plan_at(fit, budget, N, D, "compute-optimal", alloc_intervals=ivs, alloc_source=source,
+                       extra=rep_extra, risks_extra=rep_risks, **common)
     if inference_tokens is None:
         return optimal
     from .inference import inference_optimal
