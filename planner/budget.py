@@ -29,7 +29,7 @@ class Budget:
 
     >>> b = Budget.from_gpu_hours(2000, gpu="h100", mfu=0.4)
     >>> f"{b.flops:.3e}"
-    '2.850e+21'
+    '2.849e+21'
     >>> round(b.gpu_hours, 6)
     2000.0
     """

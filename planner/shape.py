@@ -51,7 +51,7 @@ class ModelShape:
                 "flops_per_token": self.flops_per_token}
 
 
-_WIDTH_FACTORS = tuple(2.0 ** (k / 4) for k in range(-8, 5))  # 1/4x .. 2x the target width
+_WIDTH_FACTORS = tuple(2.0 ** (k / 4) for k in range(-12, 5))  # 1/8x .. 2x the target width
 
 
 def _round_width(d: float) -> int:
