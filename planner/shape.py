@@ -15,7 +15,21 @@ from dataclasses import asdict, dataclass
 
 from fits.errors import InputError
 
-__all__ = ["ModelShape", "shape_for_params"]
+__all__ = ["ModelShape", "shape_for_params", "decoder_params", "decoder_flops_per_token"]
+
+
+def decoder_params(d_model: int, n_layers: int, d_ff: int, vocab_size: int) -> tuple[int, int]:
+    """(non-embedding, total) parameters of the Llama-style block described above."""
+    d = d_model
+    non_emb = n_layers * (4 * d * d + 3 * d * d_ff + 2 * d) + d
+    return non_emb, non_emb + 2 * vocab_size * d
+
+
+def decoder_flops_per_token(d_model: int, n_layers: int, d_ff: int, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (non-embedding weights + readout) + attention scores and values,
+    6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
+    non_emb, _ = decoder_params(d_model, n_layers, d_ff, vocab_size)
+    return 6.0 * (non_emb + vocab_size * d_model) + 6.0 * n_layers * seq_len * d_model
 
 
 @dataclass(frozen=True)
@@ -30,20 +44,16 @@ class ModelShape:
 
     @property
     def non_embedding_params(self) -> int:
-        d = self.d_model
-        return self.n_layers * (4 * d * d + 3 * d * self.d_ff + 2 * d) + d
+        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size)[0]
 
     @property
     def params(self) -> int:
         """Total parameters, embeddings and readout included."""
-        return self.non_embedding_params + 2 * self.vocab_size * self.d_model
+        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size)[1]
 
     @property
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 x (weights touched) + attention scores and values,
-        6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
-        weights = self.non_embedding_params + self.vocab_size * self.d_model  # readout matmul
-        return 6.0 * weights + 6.0 * self.n_layers * self.seq_len * self.d_model
+        return decoder_flops_per_token(self.d_model, self.n_layers, self.d_ff, self.vocab_size, self.seq_len)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "params": self.params,

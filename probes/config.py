@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from fits.errors import InputError
+from planner.shape import decoder_flops_per_token, decoder_params
 
 __all__ = ["ModelConfig", "TrainConfig", "DataConfig", "ProbeConfig"]
 
@@ -77,19 +78,16 @@ class ModelConfig:
 
     @property
     def non_embedding_params(self) -> int:
-        d = self.width
-        return self.depth * (4 * d * d + 3 * d * self.d_ff + 2 * d) + d
+        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size)[0]
 
     @property
     def params_total(self) -> int:
-        return self.non_embedding_params + 2 * self.vocab_size * self.width
+        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size)[1]
 
     @property
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 x (non-embedding + readout weights) + attention,
-        6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1)."""
-        return 6.0 * (self.non_embedding_params + self.vocab_size * self.width) \
-            + 6.0 * self.depth * self.seq_len * self.width
+        """Training FLOPs per token, attention included (planner.shape.decoder_flops_per_token)."""
+        return decoder_flops_per_token(self.width, self.depth, self.d_ff, self.vocab_size, self.seq_len)
 
 
 @dataclass(frozen=True)
