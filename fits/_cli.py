@@ -26,5 +26,7 @@ def guarded(func):
             return func(*args, **kwargs)
         except InputError as exc:
             fail(str(exc))
+        except ImportError as exc:  # an optional dependency (matplotlib) that is not installed
+            fail(f"{exc}")
 
     return wrapper

@@ -48,6 +48,8 @@ class Budget:
             _positive("price_per_hour", self.price_per_hour)
         if self.peak_tflops is not None:
             _positive("peak_tflops", self.peak_tflops)
+        if self.gpu is not None:
+            get_accelerator(self.gpu)  # an unknown name fails here, before any work
 
     @property
     def peak(self) -> float | None:

@@ -118,8 +118,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _render_plot(plans) -> Path:
-    """Draw loss, N and D against budget into a temporary PNG; return its path."""
+def _render_plot(plans, dest: Path) -> Path:
+    """Draw loss, N and D against budget into a temporary PNG beside ``dest``; return its path."""
     import tempfile
 
     from fits._plot import pyplot
@@ -141,7 +141,8 @@ def _render_plot(plans) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("budget (training FLOPs)")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -209,8 +210,6 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     amounts = parse_budgets(budget)
     hw = dict(gpu=gpu, mfu=mfu, peak_tflops=peak_tflops, price_per_hour=price_per_hour)
     budgets = [Budget.from_unit(a, unit, **hw) for a in amounts]
-    if gpu is not None:
-        budgets[0].peak  # validate the name before any work
     hp = hparams
     if hparams.endswith(".json"):
         from fits.hparams import load_hparams
@@ -224,7 +223,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
-    png = _render_plot(plans) if plot else None
+    png = _render_plot(plans, Path(plot)) if plot else None
     if len(plans) == 1 or (inference_tokens is not None and len(plans) == 2):
         click.echo("\n\n".join(_card(p) for p in plans))
     else:
@@ -237,8 +236,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         _write_csv(Path(out), rows)
         click.echo(f"\nwrote {out}")
     if png:
-        os.replace(png, plot) if Path(png).stat().st_dev == Path(plot).resolve().parent.stat().st_dev \
-            else Path(plot).write_bytes(png.read_bytes())
+        os.replace(png, plot)
         click.echo(f"wrote {plot}")
 
 
