@@ -47,7 +47,7 @@ def main():
         hp.to_json(res / "lr_batch_hparams.json")
     except InputError as exc:
         out["hparams_error"] = str(exc)
-    out["critical_batch_from_steps"] = critical_batch(rows, group=("width", "tokens")).to_dict(orient="records")
+    out["critical_batch_from_steps"] = critical_batch(rows, group=("width",)).to_dict(orient="records")
     out["critical_batch_from_noise_scale"] = noise_scale_batch(rows[rows["phase"] == "stable"]).describe().to_dict()
     (res / "lr_batch.json").write_text(json.dumps(out, indent=2, default=float))
     print(json.dumps(out, indent=2, default=float)[:4000])
