@@ -3,8 +3,9 @@
 Per width, the optimum comes from a parabola in log lr through the best run and its
 neighbours (the best run itself when the curve is not convex there); the drift exponent is the
 slope of log lr_opt against log width, with a bootstrap interval over runs. Verdict: transfers
-when every width's optimum lies within a factor ``tolerance`` (2, one grid step) of the base
-width's and the drift interval does not exclude 0 by more than that factor over the range.
+when the fitted drift moves the optimum by less than a factor ``tolerance`` (2, one grid step)
+over the width range. Single widths whose optimum strays beyond the tolerance are listed in the
+evidence: with one seed and a flat optimum they are usually noise, and the interval says how much.
 """
 from __future__ import annotations
 
@@ -140,10 +141,15 @@ def check_transfer(df, width: str = "width", lr: str = "lr", loss: str = "val_lo
     span = np.log(widths[-1] / widths[0])
     allowed = np.log(tolerance) / span  # the drift that moves lr_opt by `tolerance` over the range
     edge = [w for w, g in ok.groupby("width") if g.loc[g["loss"].idxmin(), "lr"] in (g["lr"].min(), g["lr"].max())]
-    verdict = "transfers" if within and abs(drift) <= allowed else "does not transfer"
+    verdict = "transfers" if abs(drift) <= allowed else "does not transfer"
     evidence = (f"optimal lr per width {', '.join(f'{w:g}: {v:.3g}' for w, v in zip(opt['width'], opt['lr_opt']))}; "
                 f"largest ratio to the base width {max(ratio.max(), 1 / ratio.min()):.2f}x (tolerance {tolerance}x); "
                 f"drift {drift:+.3f} per log width (a {tolerance}x move over the range is {allowed:.3f})")
+    if not within:
+        stray = [f"{w:g} ({r:.2f}x)" for w, r in zip(opt["width"], ratio) if r > tolerance or r < 1 / tolerance]
+        evidence += f"; single widths beyond {tolerance}x of the base: {', '.join(stray)}"
+    if np.isfinite(interval[0]) and (interval[0] < -allowed or interval[1] > allowed) and verdict == "transfers":
+        evidence += "; the drift interval reaches past the tolerance: more seeds would firm this up"
     if edge:
         evidence += f"; the best lr sits on the edge of the grid at widths {edge}: widen the lr grid"
     return TransferResult(optima=opt, drift=drift, drift_interval=interval, verdict=verdict, evidence=evidence,
