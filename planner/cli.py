@@ -149,6 +149,20 @@ def _render_plot(plans, dest: Path) -> Path:
     return Path(tmp)
 
 
+def _fit_results(path):
+    """Fit a results CSV on the fly: N from params_total (else params), D from tokens, loss from
+    loss (else val_loss); a probes export contributes its end-of-cooldown rows only."""
+    from fits import fit_loss_surface
+    from fits._data import read_table
+
+    t = read_table(path, "--results")
+    if "final" in t.columns:
+        t = t[t["final"].astype(str).str.lower().isin(["true", "1"])]
+    n = "params_total" if "params_total" in t.columns else "params"
+    loss = "loss" if "loss" in t.columns or "val_loss" not in t.columns else "val_loss"
+    return fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)
+
+
 def _hparams_from_results(path):
     """A fitted lr/batch law when the results sweep learning rates and batch sizes, else the prior."""
     import pandas as pd
@@ -177,7 +191,7 @@ def _hparams_from_results(path):
 @click.option("--preset", default=None, help="Published fit to use (default besiroglu2024); see --list-presets.")
 @click.option("--fit", "fit_path", default=None, type=click.Path(dir_okay=False), help="A saved fit (JSON from `fit`).")
 @click.option("--results", default=None, type=click.Path(dir_okay=False),
-              help="A results CSV to fit on the fly (columns params, tokens, loss).")
+              help="A results CSV to fit on the fly (columns params or params_total, tokens, loss or val_loss).")
 @click.option("--list-presets", is_flag=True, help="List the published presets and exit.")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Interval level.")
 @click.option("--seq-len", type=int, default=2048, show_default=True)
@@ -215,8 +229,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         from fits.hparams import load_hparams
         hp = load_hparams(hparams)
     if results is not None:
-        from fits import fit_loss_surface
-        source = fit_loss_surface(results, bootstrap=200, seed=0)
+        source = _fit_results(results)
         hp = _hparams_from_results(results) if hp == "deepseek2024" else hp
     else:
         source = fit_path or preset or DEFAULT_PRESET

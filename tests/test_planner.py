@@ -213,3 +213,17 @@ def test_parse_budgets():
     assert len(sweep) == 5 and sweep[0] == pytest.approx(1e19) and sweep[-1] == pytest.approx(1e23)
     with pytest.raises(InputError):
         parse_budgets("1:2:3:4")
+
+
+def test_cli_results_from_a_probes_export(tmp_path):
+    sweep = isoflop_sweep(BESIROGLU, noise=0.003)
+    export = pd.DataFrame({"params": sweep["params"] * 0.8, "params_total": sweep["params"],
+                           "tokens": sweep["tokens"], "val_loss": sweep["loss"], "final": True})
+    stale = export.assign(final=False, val_loss=export["val_loss"] + 1.0)  # mid-run rows are ignored
+    csv = tmp_path / "results.csv"
+    pd.concat([export, stale]).to_csv(csv, index=False)
+    out = tmp_path / "plan.csv"
+    res = run("--budget", "1e19", "--results", csv, "--out", out)
+    assert res.exit_code == 0, res.output
+    direct = make_plan(fit_loss_surface(isoflop_sweep(BESIROGLU, noise=0.003), bootstrap=0), 1e19)
+    assert pd.read_csv(out)["params"].iloc[0] == pytest.approx(direct.params, rel=1e-6)
