@@ -1,9 +1,9 @@
 """Learning-rate and batch-size laws from lr x batch sweeps, the lr/B temperature, and the
 critical batch size.
 
-Per (N, D) cell, the loss surface in (log lr, log B) is fitted with a quadratic; its minimum
-is the cell's optimum (the best run when the quadratic is not convex or its minimum lies outside
-the sampled box). Across cells, power laws lr_opt = k N^a_N D^a_D and B_opt = k D^b_D (and
+Per (N, D) cell, the loss surface in (log lr, log B) is fitted with a quadratic through the
+runs within one grid step of the best run; its minimum is the cell's optimum (the best run when
+the quadratic is not convex or its minimum lies outside the sampled box). Across cells, power laws lr_opt = k N^a_N D^a_D and B_opt = k D^b_D (and
 with an N term, to test whether B needs one) are fitted in log space with lmfit, with bootstrap
 intervals over cells.
 
@@ -80,15 +80,32 @@ def _quadratic_cell(x, y, loss):
     return {"x": float(xs), "y": float(ys), "f": f, "H": H, "coef": coef, "one_b": one_b}
 
 
+def _neighbourhood(g: pd.DataFrame, best: int) -> pd.DataFrame:
+    """Runs within one grid step of the best run in lr and in batch (a 3 x 3 block at most):
+    a quadratic describes a loss bowl near its minimum, not across a 16x lr range where the
+    high-lr side rises far more steeply than the low side."""
+    keep = np.ones(len(g), dtype=bool)
+    for col in ("lr", "batch"):
+        values = np.sort(g[col].unique())
+        i = int(np.searchsorted(values, g[col].iloc[best]))
+        near = values[max(0, i - 1):i + 2]
+        keep &= g[col].isin(near).to_numpy()
+    return g[keep]
+
+
 def _cell_optimum(g: pd.DataFrame) -> dict:
     x, y, L = np.log(g["lr"].to_numpy()), np.log(g["batch"].to_numpy()), g["loss"].to_numpy()
     best = int(np.argmin(L))
-    q = _quadratic_cell(x, y, L)
+    local = _neighbourhood(g, best)
+    q = _quadratic_cell(np.log(local["lr"].to_numpy()), np.log(local["batch"].to_numpy()), local["loss"].to_numpy())
     row = {"n_runs": len(g), "best_loss": float(L[best]), "best_lr": float(np.exp(x[best])),
            "best_batch": float(np.exp(y[best]))}
+    row["lr_at_edge"] = bool(g["lr"].iloc[best] in (g["lr"].min(), g["lr"].max()))
+    row["batch_at_edge"] = bool(g["batch"].nunique() > 1 and g["batch"].iloc[best] in (g["batch"].min(), g["batch"].max()))
     if q is not None:
         f = q["f"]
-        ymin = q["y"]
+        # with fewer than three batch sizes near the best run, the batch optimum is that run's batch
+        ymin = math.log(row["best_batch"]) if q["one_b"] else q["y"]
         row.update(lr_opt=math.exp(q["x"]), batch_opt=math.exp(ymin), loss_opt=float(f(q["x"], ymin)),
                    method="quadratic")
         base = f(q["x"], ymin)
@@ -362,6 +379,10 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
         notes.append("a single model size: the lr law's N exponent is held at 0")
     if cells["D"].nunique() < 2:
         notes.append("a single token count: the D exponents are held at 0")
+    for col, what in (("lr_at_edge", "learning rate"), ("batch_at_edge", "batch size")):
+        if cells[col].any():
+            notes.append(f"the best {what} sits on the edge of the grid in {int(cells[col].sum())} cell(s): "
+                         f"extend the {what} grid there")
     if (cells["method"] == "best-run").any():
         notes.append(f"{int((cells['method'] == 'best-run').sum())} cell(s) were not a convex bowl; their best run stands in")
     rng_ = {"N_min": float(cells["N"].min()), "N_max": float(cells["N"].max()),
