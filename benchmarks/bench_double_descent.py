@@ -26,6 +26,7 @@ def main():
     t0 = time.time()
     run_sweep(configs, runs, workers=1, progress=True)
     df = export_results(runs, final_only=True)
+    df = df[df["run_id"].isin({c.key() for c in configs})]  # this grid's runs only
     df = df.sort_values(["params_total", "seed"])
     res = ROOT / "benchmarks" / "results"
     df[["width", "params", "params_total", "seed", "tokens", "epoch", "unique_tokens", "label_noise",
