@@ -237,3 +237,13 @@ def test_cli_run_status_export_design(tmp_path):
     assert res.exit_code == 2 and "unknown key 'widht'" in res.output and "Traceback" not in res.output
     res = runner.invoke(probe_cli, ["design", "--budget", "1e6"])
     assert res.exit_code == 2 and "less than one training step" in res.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_run_on_gpu_records_mfu(tmp_path, cache):
+    r = train_probe(cfg(train={"device": "cuda"}), tmp_path, cache, progress=False)
+    df = rows(r)
+    assert df["device"].str.contains("NVIDIA|AMD", regex=True).all()
+    assert (df["tokens_per_s"] > 0).all()
+    assert df["final"].sum() == 2 and not df["diverged"].any()
