@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ._cli import guarded
+from .errors import InputError
 from ._io import atomic_write_text
 
 
@@ -40,12 +41,6 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
                            unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed, group=group,
                            progress=bootstrap >= 500)
     click.echo(fit.report(level))
-    if isoflop:
-        click.echo("\n" + isoflop_analysis(results, n=n, d=d, loss=loss, flops=flops, seed=seed).report())
-    if holdout:
-        extra = {"unique_tokens": unique_tokens} if unique_tokens else {}
-        click.echo("\n" + backtest(results, n=n, d=d, loss=loss, flops=flops, form=form, holdout=holdout,
-                                   bootstrap=max(bootstrap, 50), seed=seed, **extra).report())
     if out:
         out = Path(out)
         csv_path = out.with_name(out.stem + "_params.csv")
@@ -53,6 +48,19 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
         fit.to_json(out)
         atomic_write_text(csv_path, table)
         click.echo(f"\nwrote {out} and {csv_path}")
+    # optional cross-checks: the fit is saved whatever they say
+    if isoflop:
+        try:
+            click.echo("\n" + isoflop_analysis(results, n=n, d=d, loss=loss, flops=flops, seed=seed).report())
+        except InputError as exc:
+            click.echo(f"\nisoFLOP analysis skipped: {exc}", err=True)
+    if holdout:
+        extra = {"unique_tokens": unique_tokens} if unique_tokens else {}
+        try:
+            click.echo("\n" + backtest(results, n=n, d=d, loss=loss, flops=flops, form=form, holdout=holdout,
+                                       bootstrap=max(bootstrap, 50), seed=seed, **extra).report())
+        except InputError as exc:
+            click.echo(f"\nbacktest skipped: {exc}", err=True)
     if plot:
         frame = surface_data(results, n=n, d=d, loss=loss, flops=flops)
         ax = fit.plot(data=frame)
