@@ -224,9 +224,10 @@ def robust_fit(form: Form, data: FitData, starts: list[np.ndarray], delta: float
             if opt is not None:
                 return opt
         try:
-            res = least_squares(resid, x0, jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
-                                method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-10,
-                                max_nfev=2000)
+            with np.errstate(all="ignore"):  # trial points far off can overflow; they are rejected
+                res = least_squares(resid, x0, jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
+                                    method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-10,
+                                    max_nfev=2000)
         except ValueError as exc:  # non-finite start, etc.
             return Optimum(full(x0), np.inf, False, str(exc), 0)
         cost = float(huber(res.fun, delta).sum())

@@ -370,6 +370,9 @@ def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
         if abs(params[p] - lo) < 1e-3 * span or abs(params[p] - hi) < 1e-3 * span:
             out.append(f"{p} = {params[p]:.4g} sits on its bound [{lo}, {hi}]: the data do not "
                        "pin it; treat derived allocations as unreliable")
+    if "E" in params and "E" not in fixed and params["E"] < 0.01 * frame["loss"].min():
+        out.append(f"E = {params['E']:.3g} is near 0: the runs do not reach the loss floor, so the "
+                   "irreducible loss (and any prediction far beyond the data) is not identified")
     for col, what in (("N", "model size N"), ("D", "token count D")):
         span = math.log10(frame[col].max() / frame[col].min())
         if span < 1.0:

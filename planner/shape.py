@@ -3,8 +3,8 @@
 Llama-family block (pre-norm RMSNorm, SwiGLU MLP, rotary positions, untied embeddings):
 per layer 4 d^2 (attention q, k, v, o) + 3 d d_ff (gate, up, down) + 2 d (norms). Total
 parameters add 2 V d (input embedding and readout) and a final norm; the total is what
-Chinchilla-style fits count as N. Head size is 64 below d_model 1024 and 128 from there
-(as in GPT-2/3 and Llama). The aspect ratio d_model/n_layers
+Chinchilla-style fits count as N. Head size is 16 below d_model 128 and 32 below 256
+(probe-sized models), 64 below 1024 and 128 from there (as in GPT-2/3 and Llama). The aspect ratio d_model/n_layers
 follows common practice (about 64 for small models, 128 from ~10B, as in GPT-3 and Llama);
 Kaplan et al. 2020 (Sec. 3.1) find loss depends only weakly on shape at fixed N.
 """
@@ -65,9 +65,9 @@ _WIDTH_FACTORS = tuple(2.0 ** (k / 4) for k in range(-12, 5))  # 1/8x .. 2x the 
 
 
 def _round_width(d: float) -> int:
-    """Widths in multiples of 64 below 1024, 128 below 4096, 256 beyond (tensor-core friendly)."""
-    grain = 64 if d < 1024 else 128 if d < 4096 else 256
-    return max(64, int(round(d / grain)) * grain)
+    """Widths in multiples of 16 below 128, 32 below 256, 64 below 1024, 128 below 4096, 256 beyond."""
+    grain = 16 if d < 128 else 32 if d < 256 else 64 if d < 1024 else 128 if d < 4096 else 256
+    return max(16, int(round(d / grain)) * grain)
 
 
 def _target_aspect(n: float) -> float:
@@ -80,7 +80,7 @@ def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
     ratio is closest to common practice.
 
     d_model runs over multiples of the head size; for each depth the MLP width (a multiple of 64,
-    between 2 and 4 d_model, around SwiGLU's 8/3) is solved to hit ``n``.
+    or 16 below d_model 512, between 2 and 4 d_model, around SwiGLU's 8/3) is solved to hit ``n``.
 
     >>> s = shape_for_params(7e9)
     >>> abs(s.params / 7e9 - 1) < 0.02, s.d_model % s.n_heads, s.d_head
@@ -93,14 +93,15 @@ def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
     for n_layers in range(1, 257):
         d_center = aspect * n_layers
         for d_model in {_round_width(d_center * f) for f in _WIDTH_FACTORS}:
-            d_head = 64 if d_model < 1024 else 128
+            d_head = 16 if d_model < 128 else 32 if d_model < 256 else 64 if d_model < 1024 else 128
             if d_model % d_head:
                 continue
             emb = 2 * vocab_size * d_model + d_model
             per_layer = (n - emb) / n_layers - 4 * d_model * d_model - 2 * d_model
             if per_layer <= 0:
                 continue
-            d_ff = int(round(per_layer / (3 * d_model) / 64)) * 64
+            grain = 16 if d_model < 512 else 64
+            d_ff = int(round(per_layer / (3 * d_model) / grain)) * grain
             if not 2 * d_model <= d_ff <= 4 * d_model:
                 continue
             shape = ModelShape(d_model, n_layers, d_model // d_head, d_head, d_ff, vocab_size, seq_len)
