@@ -183,14 +183,14 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
         "schedule": rules.SCHEDULE, "weight_decay": wd_src + f"; AdamW timescale = {tau:.2g} of the run",
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),
+        "batch_crit": "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens",
     }
     return Plan(
         variant=variant, budget=budget, params=float(params), tokens=float(tokens), loss=loss,
         loss_low=lo, loss_high=hi, loss_interval=interval, shape=shape, batch_tokens=batch_tokens,
         batch_sequences=seqs, steps=steps, lr=float(lr), warmup_steps=rules.warmup_steps(steps),
         schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades, risks=tuple(risks),
-        sources={**sources, "batch_crit": "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens"},
-        intervals={**alloc_intervals, **hp_iv}, extra=extra,
+        sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=extra,
     )
 
 
