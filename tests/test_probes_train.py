@@ -247,3 +247,16 @@ def test_tiny_run_on_gpu_records_mfu(tmp_path, cache):
     assert df["device"].str.contains("NVIDIA|AMD", regex=True).all()
     assert (df["tokens_per_s"] > 0).all()
     assert df["final"].sum() == 2 and not df["diverged"].any()
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_sweep(tmp_path):
+    from probes.sweep import run_sweep
+
+    configs = expand_grid({"grid": {"width": [32, 48], "tokens": [4096]},
+                           "model": {"depth": 1, "base_width": 16, "seq_len": 32},
+                           "train": {"batch_size": 8, "eval_every": 8}})
+    statuses = run_sweep(configs, tmp_path, workers=2, progress=False)
+    assert sorted(statuses.values()) == ["trained", "trained"]
+    df = export_results(tmp_path, final_only=True)
+    assert sorted(df["width"]) == [32, 48]
