@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._data import budget_groups, surface_data
+from ._data import budget_groups, read_table, surface_data
 from .errors import InputError
 
 __all__ = ["IsoflopResult", "isoflop_analysis", "parabola_vertex"]
@@ -149,9 +149,9 @@ def isoflop_analysis(df, n: str = "params", d: str | None = "tokens", loss: str 
     >>> round(float(r.exponents.loc[2, "a"]), 2)
     0.49
     """
-    frame = surface_data(df, n=n, d=d, loss=loss, flops=flops, min_points=3)
+    table = read_table(df)  # read once: the budget column comes from the same table
+    frame = surface_data(table, n=n, d=d, loss=loss, flops=flops, min_points=3)
     if budget is not None:
-        table = df if isinstance(df, pd.DataFrame) else pd.read_csv(df)
         if budget not in table.columns:
             raise InputError(f"budget: column {budget!r} not found; columns are {list(table.columns)}")
         groups = pd.factorize(table[budget].to_numpy())[0][: len(frame)]

@@ -442,9 +442,7 @@ def fit_loss_surface(
     >>> round(fit.params["alpha"], 3), round(fit.params["E"], 3)
     (0.35, 1.8)
     """
-    import pandas as pd
-
-    from ._data import budget_groups, surface_data
+    from ._data import budget_groups, read_table, surface_data
     from ._engine import FitData
 
     law = get_form(form)
@@ -468,7 +466,8 @@ def fit_loss_surface(
         raise InputError(f"delta: must be a positive number; got {delta!r}")
     n_free = len(law.param_names) - len(fixed)
     extra = {"U": unique_tokens} if law.variables else {}
-    frame = surface_data(df, n=n, d=d, loss=loss, flops=flops, extra=extra, min_points=n_free + 1)
+    table = read_table(df)  # read once: the group column comes from the same table
+    frame = surface_data(table, n=n, d=d, loss=loss, flops=flops, extra=extra, min_points=n_free + 1)
     if frame["N"].nunique() < 2:
         raise InputError(f"n: column {n!r} holds a single model size ({frame['N'].iloc[0]:.4g}); "
                          "a surface needs at least two")
@@ -487,10 +486,9 @@ def fit_loss_surface(
     if bootstrap:
         rng = np.random.default_rng(seed)
         if group is not None:
-            df_in = df if isinstance(df, pd.DataFrame) else pd.read_csv(df)
-            if group not in df_in.columns:
-                raise InputError(f"group: column {group!r} not found; columns are {list(df_in.columns)}")
-            labels = _group_labels(df_in, group, frame)
+            if group not in table.columns:
+                raise InputError(f"group: column {group!r} not found; columns are {list(table.columns)}")
+            labels = _group_labels(table, group, frame)
         else:
             labels = np.arange(len(frame))
         boot = _bootstrap(law, data, labels, best.theta, bootstrap, rng, delta, fixed, progress)

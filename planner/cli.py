@@ -36,12 +36,12 @@ def parse_budgets(text: str) -> list[float]:
     return [math.exp(math.log(start) + i * (math.log(stop) - math.log(start)) / (n - 1)) for i in range(n)]
 
 
-def _fmt(v, unit=""):
+def _fmt(v):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}{unit}"
-    return f"{v}{unit}"
+        return f"{v:.4g}"
+    return f"{v}"
 
 
 def _card(plan) -> str:

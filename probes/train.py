@@ -270,7 +270,8 @@ def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
     run_dir = Path(out) / key
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "done.json").exists():
-        return RunResult(key, run_dir, sum(1 for _ in open(run_dir / "metrics.jsonl")), False, False)
+        done = json.loads((run_dir / "done.json").read_text())
+        return RunResult(key, run_dir, done["rows"], done["diverged"], False)
     atomic_write_text(run_dir / "config.json", json.dumps({"key": key, **cfg.to_dict()}, indent=1, default=str))
     tr = _Trainer(cfg, run_dir, Path(cache_dir or Path(out) / "_cache"), progress)
     step, branches_done, resumed = 0, 0, False
