@@ -9,7 +9,7 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["InputError", "read_table", "surface_data", "budget_groups"]
+__all__ = ["InputError", "read_table", "surface_data", "budget_groups", "budget_of"]
 
 
 def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.DataFrame:
@@ -79,6 +79,10 @@ def surface_data(
             f"d: column {d!r} not found and no flops column given; columns are {list(df.columns)}"
         )
     out["C"] = 6.0 * out["N"] * out["D"]
+    if flops is None and "flops" in df.columns:  # the runs' own FLOPs label their isoFLOP budgets
+        real = pd.to_numeric(df["flops"], errors="coerce").to_numpy(dtype=float)
+        if np.all(np.isfinite(real) & (real > 0)):
+            out["budget"] = real
     out["loss"] = _positive_column(df, loss, "loss")
     for key, col in (extra or {}).items():
         out[key] = _positive_column(df, col, key)
@@ -88,6 +92,13 @@ def surface_data(
             f"got {len(out)}"
         )
     return out.reset_index(drop=True)
+
+
+def budget_of(frame: pd.DataFrame) -> np.ndarray:
+    """The compute that labels each run's isoFLOP budget: the table's own ``flops`` column when it
+    has one (a probe export counts attention and readout), else C = 6 N D. With N counted as
+    non-embedding parameters, 6ND differs across widths at one real budget."""
+    return (frame["budget"] if "budget" in frame.columns else frame["C"]).to_numpy()
 
 
 def budget_groups(flops: np.ndarray, width_decades: float = 0.25, tol_decades: float = 0.02) -> np.ndarray:

@@ -3,21 +3,28 @@
 Objective (Besiroglu et al. 2024, after Hoffmann et al. 2022): the sum over points of
 Huber_delta(log L_pred - log L_obs). For the Chinchilla form and fixed exponents
 (alpha, beta) the model is linear in (E, A, B), so a grid over the exponents with a
-non-negative linear solve at each node finds the basin of the global optimum; a
-trust-region polish (scipy ``least_squares`` with ``loss="huber"``, which minimises exactly
-this objective) then converges in a handful of iterations.
+non-negative linear solve at each node maps the objective over the exponents; a second map, the
+exact Huber profile (a few Newton steps in (E, A, B) at every node, all nodes at once), catches
+the basins the linear approximation hides on small noisy tables. Every distinct basin of both
+maps (their local minima) gets a short damped-Newton pass on the exact objective, the best four
+a full polish, and L-BFGS-B follows a flat valley where Newton steps shrink. A fit is called
+converged only when a first-order test passes (the Newton decrement, with parameters at a bound
+held, below ``1e-10`` of the objective; no slope along flat directions); otherwise its status
+says why (see :data:`STATUSES`). Bootstrap refits run as one vectorised batch. scipy
+``least_squares`` with ``loss="huber"`` (the same objective) serves forms without an analytic
+Jacobian.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares, nnls
 
-from .forms import Form
+from .forms import STATUSES, Form
 
-__all__ = ["FitData", "huber", "start_points", "robust_fit"]
+__all__ = ["FitData", "huber", "start_points", "robust_fit", "objective", "batched_refits", "STATUSES"]
 
 
 @dataclass(frozen=True)
@@ -53,15 +60,35 @@ def huber(r: np.ndarray, delta: float) -> np.ndarray:
 
 # --- start points ---------------------------------------------------------------------------
 
-def varpro_starts(data: FitData, delta: float, k: int = 4,
+def _basins(cost: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Grid nodes that are local minima of ``cost`` over their 8 neighbours, best first (at most k);
+    the global best node always comes first."""
+    padded = np.pad(cost, 1, constant_values=np.inf)
+    G1, G2 = cost.shape
+    is_min = np.ones_like(cost, dtype=bool)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                is_min &= cost <= padded[1 + di:1 + di + G1, 1 + dj:1 + dj + G2]
+    is_min &= np.isfinite(cost)
+    nodes = np.flatnonzero(is_min.ravel())
+    nodes = nodes[np.argsort(cost.ravel()[nodes])][:k]
+    best = int(np.argmin(cost))
+    out = [best] + [int(n) for n in nodes if n != best]
+    return [np.unravel_index(n, cost.shape) for n in out[:k]]
+
+
+def varpro_starts(data: FitData, delta: float, k: int = 8,
                   grid: np.ndarray | None = None) -> list[np.ndarray]:
-    """Best ``k`` Chinchilla starts (a, b, e, alpha, beta) from a grid over (alpha, beta).
+    """Chinchilla starts (a, b, e, alpha, beta), one per distinct basin of a grid over (alpha, beta).
 
     At each node (E, A, B) solve a weighted least-squares problem (weights 1/L make linear
-    residuals approximate log residuals) with non-negativity; nodes are ranked by the true
-    Huber objective in log space.
+    residuals approximate log residuals) with non-negativity; nodes are scored by the true
+    Huber objective in log space, and the best ``k`` local minima of that map are returned.
     """
-    grid = np.linspace(0.02, 2.0, 45) if grid is None else grid
+    # exponents near 0 (a term that acts as a constant, trading off against E) form their own
+    # basins on small tables, so the grid is finer there
+    grid = np.concatenate([[0.002, 0.006, 0.012], np.linspace(0.02, 3.0, 50)]) if grid is None else grid
     logN, logD, logL = data["logN"], data["logD"], data["logL"]
     L = np.exp(logL)
     # centre N and D so that N^-alpha stays O(1) over the grid; A = A' * Nref^alpha
@@ -96,17 +123,39 @@ def varpro_starts(data: FitData, delta: float, k: int = 4,
         coef[i, j], _ = nnls(X, L * sw)
     pred = coef[..., 0, None] + coef[..., 1, None] * Xn[:, None, :] + coef[..., 2, None] * Xd[None, :, :]
     with np.errstate(all="ignore"):
-        r = np.log(np.maximum(pred, 1e-300)) - logL
-    cost = huber(r, delta).sum(axis=-1)
+        cost = huber(np.log(np.maximum(pred, 1e-300)) - logL, delta).sum(axis=-1)
     cost[~np.isfinite(cost)] = np.inf
-    starts = []
-    for flat in np.argsort(cost, axis=None)[:k]:
-        i, j = np.unravel_index(flat, cost.shape)
-        E, Ap, Bp = np.maximum(coef[i, j], 1e-8)
-        alpha, beta = grid[i], grid[j]
-        starts.append(np.array([np.log(Ap) + alpha * nref, np.log(Bp) + beta * dref,
-                                np.log(E), alpha, beta]))
-    return starts
+    G = len(grid)
+    # a term the linear solve zeroes starts small but visible (1% of the loss at the centre of the
+    # data): in log space a term at 0 has no gradient and could never come back
+    floor = 1e-2 * float(L.min())
+    starts = [(i, j, np.array([np.log(max(coef[i, j, 1], floor)) + grid[i] * nref,
+                               np.log(max(coef[i, j, 2], floor)) + grid[j] * dref,
+                               np.log(max(coef[i, j, 0], floor)), grid[i], grid[j]]))
+              for i, j in _basins(cost, k)]
+    # the linear solve approximates the log objective; where it misleads (small noisy tables,
+    # a term trading off against E) the map's basins are not the objective's. So the exact Huber
+    # profile is mapped too, on every other node: a few Newton steps in (log E, log A, log B)
+    # at all nodes at once, and its basins join the starts.
+    sub = np.arange(0, G, 1 if len(logL) * G * G <= 200_000 else 2)  # every node on small tables
+    Gs = len(sub)
+    c3 = np.maximum(coef[np.ix_(sub, sub)], 0.0)
+    E_, Ap, Bp = (np.maximum(c3[..., m], floor).ravel() for m in range(3))
+    al, be = np.repeat(grid[sub], Gs), np.tile(grid[sub], Gs)
+    theta = np.column_stack([np.log(E_), np.log(Ap) + al * nref, np.log(Bp) + be * dref, al, be])
+    n = len(logL)
+    from .forms import get_form
+    theta, prof, _ = batched_refits(get_form("chinchilla"), data, np.tile(np.arange(n), (Gs * Gs, 1)),
+                                    np.ones((Gs * Gs, n)), theta, delta,
+                                    np.array([True, True, True, False, False]), rtol=1e-6, max_iter=20)
+    prof = np.where(np.isfinite(prof), prof, np.inf).reshape(Gs, Gs)
+    theta = theta.reshape(Gs, Gs, 5)
+    seen = {(i, j) for i, j, _ in starts}
+    for i, j in _basins(prof, k):
+        if (sub[i], sub[j]) not in seen:
+            t = theta[i, j]
+            starts.append((sub[i], sub[j], np.array([t[1], t[2], t[0], t[3], t[4]])))
+    return [s for _, _, s in starts]
 
 
 def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
@@ -142,61 +191,138 @@ class Optimum:
     success: bool
     message: str
     nfev: int
+    status: str = "converged"
+    grad_norm: float = float("nan")
 
 
-def _gn_polish(form, data: FitData, theta0, delta, free, lo, hi, max_iter=60):
-    """Damped Gauss-Newton on the Huber objective for warm-started bootstrap refits.
+def objective(form: Form, theta, data: FitData, delta: float) -> float:
+    """The fitted objective: sum over points of Huber_delta(log L_pred - log L_obs)."""
+    r = form.log_predict(np.asarray(theta, float), data.arrays) - data["logL"]
+    c = float(huber(r, delta).sum())
+    return c if np.isfinite(c) else np.inf
 
-    Gradient J^T psi(r) with psi = clip(r, -delta, delta); curvature from the quadratic
-    (inlier) points only, which is the exact Hessian of the Huber part up to second-order model
-    terms, so convergence is fast once the inlier set settles. About 10x less overhead per
-    iteration than ``least_squares``; returns None when it stalls, so callers fall back.
+
+# objective per point below which it is exact to rounding (log residuals ~1e-10): the relative
+# first-order test is taken against this floor when the data fit exactly
+_COST_FLOOR = 1e-20
+
+
+def _derivatives(form, theta, data, delta, free):
+    """(cost, residuals, gradient, Hessian) of the Huber objective in the free coordinates.
+
+    The Hessian is exact where the form gives the curvature of its log prediction
+    (``log_curvature``): J^T diag(psi') J + sum_i psi_i Hess(log L_i); otherwise it is the
+    Gauss-Newton matrix with iteratively-reweighted outliers (a majoriser of the objective).
+    """
+    r = form.log_predict(theta, data.arrays) - data["logL"]
+    cost = float(huber(r, delta).sum())
+    J = form.log_jacobian(theta, data.arrays)
+    psi = np.clip(r, -delta, delta)
+    g = J.T @ psi
+    inl = np.abs(r) <= delta
+    curv = getattr(form, "log_curvature", None)
+    if curv is not None:
+        H = (J[inl].T @ J[inl]) + curv(theta, data.arrays, psi)
+    else:
+        w = np.where(inl, 1.0, delta / np.maximum(np.abs(r), delta))
+        H = (J * w[:, None]).T @ J
+    G = J.T @ J  # Gauss-Newton metric: the (affine-invariant) damping of the polish
+    return cost, r, g[free], H[np.ix_(free, free)], G[np.ix_(free, free)]
+
+
+def _first_order(g: np.ndarray, H: np.ndarray, cost_ref: float, rtol: float):
+    """The first-order optimality test on the free, not bound-held coordinates.
+
+    Passes when H has no negative curvature, the Newton decrement over its curved directions,
+    0.5 sum (v.g)^2 / lambda, is below ``rtol`` of the objective, and along flat directions
+    (eigenvalue below 1e-10 of the largest: a term the data do not see) the slope is below 1e-9
+    of the objective per unit step. Returns (passed, decrement, has_flat_direction).
+    """
+    if g.size == 0:
+        return True, 0.0, False
+    lam, V = np.linalg.eigh(H)
+    scale = max(float(np.max(np.abs(lam))), 1e-300)
+    gv = V.T @ g
+    flat = np.abs(lam) <= 1e-10 * scale
+    if np.any(lam < -1e-10 * scale):
+        return False, np.inf, bool(flat.any())
+    dec = 0.5 * float(np.sum(gv[~flat] ** 2 / lam[~flat]))
+    passed = dec <= rtol * cost_ref and bool(np.all(np.abs(gv[flat]) <= 1e-9 * cost_ref))
+    return passed, dec, bool(flat.any())
+
+
+def _newton_polish(form, data: FitData, theta0, delta, free, lo, hi, max_iter=400, rtol=1e-10):
+    """Damped (Levenberg-Marquardt) Newton on the Huber objective, projected onto the bounds.
+
+    Stops when :func:`_first_order` passes (a first-order optimality test, not a small step);
+    the status says how: converged, at_bound (a coordinate held on its bound) or not_identified
+    (a flat direction), else max_iterations. The damping metric is the Gauss-Newton matrix, so
+    steps do not depend on how the parameters are scaled.
     """
     theta = np.asarray(theta0, float).copy()
-    logL = data["logL"]
-
-    def cost_of(th):
-        r = form.log_predict(th, data.arrays) - logL
-        return huber(r, delta).sum(), r
-
-    cost, r = cost_of(theta)
-    lam = 1e-6
+    x = theta[free]
+    span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
+    cost, r, g, H, G = _derivatives(form, theta, data, delta, free)
+    if not np.isfinite(cost):
+        return Optimum(theta, np.inf, False, "objective not finite at the start", 1, "max_iterations")
+    lam = 1e-3
+    nfev = 1
+    decrement = np.inf
     for it in range(max_iter):
-        J = form.log_jacobian(theta, data.arrays)[:, free]
-        inl = np.abs(r) <= delta
-        g = J.T @ np.clip(r, -delta, delta)
-        H = J[inl].T @ J[inl]
-        d = np.diag(H) + 1e-12 * max(1.0, np.max(np.diag(H)))
-        for _ in range(20):
+        at_lo = (x <= lo + 1e-9 * span) & (g > 0)
+        at_hi = (x >= hi - 1e-9 * span) & (g < 0)
+        act = ~(at_lo | at_hi)
+        ga, Ha = g[act], H[np.ix_(act, act)]
+        passed, decrement, flat = _first_order(ga, Ha, max(cost, _COST_FLOOR * len(r)), rtol)
+        if passed:
+            status = "not_identified" if flat else "at_bound" if (~act).any() else "converged"
+            return Optimum(theta, cost, True, f"first-order test passed (Newton decrement {decrement:.2g})",
+                           nfev, status, float(np.max(np.abs(ga))) if ga.size else 0.0)
+        Ga = G[np.ix_(act, act)]
+        Ga = Ga + 1e-12 * np.trace(Ga) * np.eye(len(Ga))
+        improved = False
+        for _ in range(30):
             try:
-                step = np.linalg.solve(H + lam * np.diag(d), -g)
+                step_a = np.linalg.solve(Ha + lam * Ga, -ga)
             except np.linalg.LinAlgError:
                 lam *= 10.0
                 continue
+            step = np.zeros_like(x)
+            step[act] = step_a
+            x_new = np.clip(x + step, lo, hi)
             cand = theta.copy()
-            cand[free] = np.clip(theta[free] + step, lo, hi)
-            c_new, r_new = cost_of(cand)
+            cand[free] = x_new
+            c_new, r_new, g_new, H_new, G_new = _derivatives(form, cand, data, delta, free)
+            nfev += 1
             if np.isfinite(c_new) and c_new <= cost:
+                improved = True
                 break
             lam *= 10.0
-        else:
-            return None
-        done = cost - c_new <= 1e-12 * cost or np.max(np.abs(cand - theta)) < 1e-10
-        theta, cost, r = cand, c_new, r_new
-        lam = max(lam / 10.0, 1e-9)
-        if done:
-            return Optimum(theta, float(cost), True, "Gauss-Newton converged", it + 1)
-    return None
+        if not improved:
+            break
+        theta, x, cost, r, g, H, G = cand, x_new, c_new, r_new, g_new, H_new, G_new
+        lam = max(lam / 10.0, 1e-12)
+    return Optimum(theta, cost, False, f"first-order test not met (Newton decrement {decrement:.2g})",
+                   nfev, "max_iterations", float(np.max(np.abs(g))))
+
+
+def _identified(form, theta, data, free, status) -> str:
+    """Downgrade a converged status to not_identified when the Hessian has a flat direction."""
+    if status != "converged" or getattr(form, "log_jacobian", None) is None:
+        return status
+    J = form.log_jacobian(theta, data.arrays)[:, free]
+    sv = np.linalg.svd(J / np.maximum(np.linalg.norm(J, axis=0), 1e-300), compute_uv=False)
+    return "not_identified" if sv[-1] < 1e-6 * sv[0] else status
 
 
 def robust_fit(form: Form, data: FitData, starts: list[np.ndarray], delta: float,
                fixed: dict | None = None) -> Optimum:
     """Polish each start on the Huber objective in log space; return the best optimum.
 
-    Forms with an analytic Jacobian use the lean Gauss-Newton polish first; any start it
-    cannot finish (and every start of other forms) goes to scipy ``least_squares`` with
-    ``loss="huber"``, which minimises the same objective. ``fixed`` maps parameter names to
-    values held constant.
+    Forms with an analytic Jacobian use the Newton polish on every basin (a short pass, then a
+    full polish of the best four), and L-BFGS-B follows the best one along a flat valley when
+    Newton could not finish; other forms go to scipy ``least_squares`` with ``loss="huber"``
+    (the same objective). ``fixed`` maps parameter names to values held constant.
     """
     names = form.param_names
     fixed = fixed or {}
@@ -216,26 +342,159 @@ def robust_fit(form: Form, data: FitData, starts: list[np.ndarray], delta: float
         r = form.log_predict(full(x), data.arrays) - logL
         return np.where(np.isfinite(r), r, 1e3)
 
-    jac = (lambda x: jac_full(full(x), data.arrays)[:, free]) if jac_full else "2-point"
-
     def polish(x0) -> Optimum:
-        if jac_full is not None:
-            opt = _gn_polish(form, data, full(x0), delta, free, lo, hi)
-            if opt is not None:
-                return opt
+        if jac_full is not None:  # what Newton cannot finish, _valley_finish takes over below
+            return _newton_polish(form, data, full(x0), delta, free, lo, hi)
         try:
             with np.errstate(all="ignore"):  # trial points far off can overflow; they are rejected
-                res = least_squares(resid, x0, jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
-                                    method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-10,
+                res = least_squares(resid, x0, jac="2-point", bounds=(lo, hi), loss="huber", f_scale=delta,
+                                    method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-12,
                                     max_nfev=2000)
         except ValueError as exc:  # non-finite start, etc.
-            return Optimum(full(x0), np.inf, False, str(exc), 0)
+            return Optimum(full(x0), np.inf, False, str(exc), 0, "max_iterations")
         cost = float(huber(res.fun, delta).sum())
-        return Optimum(full(res.x), cost, bool(res.success), str(res.message), int(res.nfev))
+        span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
+        at_bound = bool(np.any((res.x <= lo + 1e-6 * span) | (res.x >= hi - 1e-6 * span)))
+        status = ("at_bound" if at_bound else "converged") if res.success else "max_iterations"
+        return Optimum(full(res.x), cost, bool(res.success), str(res.message), int(res.nfev), status,
+                       float(res.optimality))
 
-    best = None
-    for th0 in starts:
-        cand = polish(np.clip(np.asarray(th0, float)[free], lo + 1e-9, hi - 1e-9))
-        if best is None or cand.cost < best.cost:
-            best = cand
-    return best
+    starts = [np.clip(np.asarray(th0, float)[free], lo + 1e-9, hi - 1e-9) for th0 in starts]
+    if jac_full is not None and len(starts) > 2:
+        # a short pass over every basin, then a full polish of the four best
+        quick = [_newton_polish(form, data, full(x0), delta, free, lo, hi, max_iter=100) for x0 in starts]
+        order = np.argsort([q.cost for q in quick])[:4]
+        done = [quick[i] for i in order if quick[i].status != "max_iterations"]
+        starts = [quick[i].theta[free] for i in order if quick[i].status == "max_iterations"]
+    else:
+        done = []
+    for x0 in starts:
+        done.append(polish(x0))
+    best = min(done, key=lambda o: o.cost)
+    if jac_full is not None and best.status != "converged":
+        best = _valley_finish(form, data, best, delta, free, lo, hi)
+    return replace(best, status=_identified(form, best.theta, data, free, best.status))
+
+
+def _valley_finish(form, data, opt: Optimum, delta, free, lo, hi) -> Optimum:
+    """Follow a flat valley (a term the data barely see, a parameter drifting to its bound) with
+    L-BFGS-B on the same objective, where Newton steps shrink; keep it only if it is lower, and
+    re-apply the first-order test there."""
+    from scipy.optimize import minimize
+
+    theta = opt.theta.copy()
+    logL = data["logL"]
+    scale = 1.0 / max(opt.cost, 1e-300)  # objective scaled to ~1, so tolerances are relative
+
+    def f(x):
+        th = theta.copy()
+        th[free] = x
+        r = form.log_predict(th, data.arrays) - logL
+        c = float(huber(r, delta).sum())
+        if not np.isfinite(c):
+            return 1e300, np.zeros_like(x)
+        return c * scale, scale * (form.log_jacobian(th, data.arrays)[:, free].T @ np.clip(r, -delta, delta))
+
+    with np.errstate(all="ignore"):
+        res = minimize(f, theta[free], jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
+                       options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-11, "maxcor": 20})
+    res.fun = res.fun / scale
+    if not res.fun < opt.cost:
+        return opt
+    theta[free] = res.x
+    again = _newton_polish(form, data, theta, delta, free, lo, hi, max_iter=100)
+    if again.cost <= res.fun:
+        return again
+    return Optimum(theta, float(res.fun), again.success, again.message, opt.nfev + int(res.nfev), again.status,
+                   again.grad_norm)
+
+
+# --- batched polish for bootstrap refits ------------------------------------------------------
+
+def _chinchilla_batch(theta, logN, logD, logL, wt, delta):
+    """Cost, gradient, Hessian and Gauss-Newton metric of the Chinchilla Huber objective for a
+    batch of parameter vectors theta (B, 5) on a batch of resampled tables (B, n) whose rows
+    carry weights ``wt`` (0 for padding)."""
+    e, a, b, alpha, beta = (theta[:, k, None] for k in range(5))
+    t = np.stack([a - alpha * logN, b - beta * logD, np.broadcast_to(e, logN.shape)])  # (3, B, n)
+    m = t.max(axis=0)
+    lse = m + np.log(np.exp(t - m).sum(axis=0))
+    r = lse - logL
+    cost = (wt * huber(r, delta)).sum(axis=1)
+    w = np.exp(t - lse)
+    J = np.stack([w[2], w[0], w[1], -w[0] * logN, -w[1] * logD], axis=-1)  # (B, n, 5)
+    psi = wt * np.clip(r, -delta, delta)
+    Jt = J.transpose(0, 2, 1)  # (B, 5, n): batched matmuls run on BLAS, einsum does not
+    g = (Jt @ psi[..., None])[..., 0]
+    inl = wt * (np.abs(r) <= delta)
+    H = (Jt * (inl - psi)[:, None, :]) @ J
+    cw0, cw1 = psi * w[0], psi * w[1]
+    H[:, 0, 0] += (psi * w[2]).sum(1)
+    H[:, 1, 1] += cw0.sum(1)
+    H[:, 1, 3] -= (cw0 * logN).sum(1)
+    H[:, 3, 3] += (cw0 * logN * logN).sum(1)
+    H[:, 2, 2] += cw1.sum(1)
+    H[:, 2, 4] -= (cw1 * logD).sum(1)
+    H[:, 4, 4] += (cw1 * logD * logD).sum(1)
+    H[:, 3, 1], H[:, 4, 2] = H[:, 1, 3], H[:, 2, 4]
+    G = (Jt * wt[:, None, :]) @ J
+    return cost, g, H, G
+
+
+def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched solve of A x = b (B, p, p) x (B, p); singular systems get a least-squares x."""
+    try:
+        return np.linalg.solve(A, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.array([np.linalg.lstsq(a, v, rcond=None)[0] for a, v in zip(A, b)])
+
+
+def batched_refits(form: Form, data: FitData, index: np.ndarray, weight: np.ndarray, theta0,
+                   delta: float, free: np.ndarray, rtol: float = 1e-8, max_iter: int = 400):
+    """Polish many resampled tables at once from ``theta0`` (Levenberg-Marquardt Newton, the
+    same first-order test as :func:`_newton_polish`, vectorised over resamples).
+
+    ``index`` (B, n) holds each resample's row indices and ``weight`` (B, n) their weights (0
+    pads resamples of whole groups to one length). Returns (theta (B, p), cost (B,),
+    done (B,) bool): rows not done (no convergence in ``max_iter``) should be refitted singly.
+    """
+    logN, logD, logL = data["logN"][index], data["logD"][index], data["logL"][index]
+    wt = np.asarray(weight, float)
+    B, p = len(index), np.shape(theta0)[-1]
+    lo, hi = form.theta_bounds()
+    span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
+    theta0 = np.asarray(theta0, float)
+    theta = np.tile(theta0, (B, 1)) if theta0.ndim == 1 else theta0.copy()
+    lam = np.full(B, 1e-3)
+    done = np.zeros(B, bool)
+    stuck = np.zeros(B, bool)
+    eye = np.eye(p)
+    cost, g, H, G = _chinchilla_batch(theta, logN, logD, logL, wt, delta)
+    for _ in range(max_iter):
+        held = (~free)[None, :] | ((theta <= lo + 1e-9 * span) & (g > 0)) | ((theta >= hi - 1e-9 * span) & (g < 0))
+        ga = np.where(held, 0.0, g)
+        keep = ~held[:, :, None] & ~held[:, None, :]
+        Ha = np.where(keep, H, 0.0) + held[:, :, None] * eye
+        Ga = np.where(keep, G, 0.0) + held[:, :, None] * eye
+        Ga = Ga + 1e-12 * np.trace(Ga, axis1=1, axis2=2)[:, None, None] * eye
+        with np.errstate(all="ignore"):
+            ev = np.linalg.eigvalsh(Ha)
+            pd_ok = ev[:, 0] > 1e-13 * np.abs(ev[:, -1])
+            dec = 0.5 * np.einsum("bp,bp->b", ga, _solve(np.where(pd_ok[:, None, None], Ha, eye), ga))
+        done |= pd_ok & (dec <= rtol * np.maximum(cost, _COST_FLOOR * wt.sum(axis=1)))
+        live = ~done & ~stuck
+        if not live.any():
+            break
+        idx = np.flatnonzero(live)
+        with np.errstate(all="ignore"):
+            step = _solve(Ha[idx] + lam[idx, None, None] * Ga[idx], -ga[idx])
+        cand = np.clip(theta[idx] + np.nan_to_num(step), lo, hi)
+        c_new, g_new, H_new, G_new = _chinchilla_batch(cand, logN[idx], logD[idx], logL[idx], wt[idx], delta)
+        ok = np.isfinite(c_new) & (c_new <= cost[idx])
+        acc = idx[ok]
+        theta[acc], cost[acc], g[acc], H[acc], G[acc] = cand[ok], c_new[ok], g_new[ok], H_new[ok], G_new[ok]
+        lam[acc] = np.maximum(lam[acc] / 10.0, 1e-12)
+        rej = idx[~ok]
+        lam[rej] *= 10.0
+        stuck[rej[lam[rej] > 1e14]] = True
+    return theta, cost, done

@@ -20,8 +20,13 @@ from ._io import atomic_write_text
 @click.option("--unique-tokens", default=None, help="Column of unique tokens (data_constrained form).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
               help="Bootstrap refits for intervals.")
-@click.option("--group", default=None, help="Resample whole groups of this column in the bootstrap.")
+@click.option("--group", default="auto", show_default=True,
+              help="Resample whole groups of this column in the bootstrap; auto: run_id when the table has one "
+                   "(rows of one probe run are not independent); none: single rows.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--run-noise", type=click.FloatRange(min=0), default=None,
+              help="Seed-to-seed sd of log loss measured elsewhere [default: from rows that repeat a cell "
+                   "with other seeds].")
 @click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Interval level of the parameter table.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -31,14 +36,15 @@ from ._io import atomic_write_text
               help="Also backtest: hold out this many largest budgets and score the predictions.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a plot of the fit (PNG).")
 @guarded
-def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed, level, out,
+def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed, run_noise, level, out,
          isoflop, holdout, plot):
     """Fit a scaling law L(N, D) to RESULTS (a CSV with one row per run)."""
     from . import backtest, fit_loss_surface, isoflop_analysis
     from ._data import surface_data
 
     fit = fit_loss_surface(results, n=n, d=d, loss=loss, flops=flops, form=form,
-                           unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed, group=group,
+                           unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed,
+                           group=None if group == "none" else group, run_noise=run_noise,
                            progress=bootstrap >= 500)
     click.echo(fit.report(level))
     if out:
@@ -70,3 +76,29 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("fit_json", type=click.Path(dir_okay=False))
+@click.argument("realised", type=click.Path(dir_okay=False))
+@click.option("--n", "n", default=None, help="Column of N [default: the fit's own].")
+@click.option("--d", "d", default=None, help="Column of tokens [default: the fit's own].")
+@click.option("--loss", default=None, help="Column of the realised loss [default: the fit's own].")
+@click.option("--level", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
+@guarded
+def verify_main(fit_json, realised, n, d, loss, level, out):
+    """Score FIT_JSON against REALISED runs (a results CSV): predicted loss, its interval, the
+    realised loss, inside or not, and the error in units of the interval."""
+    from .surface import load_fit
+    from .verification import verify
+
+    table = verify(load_fit(fit_json), realised, n=n, d=d, loss=loss, level=level)
+    show = table.copy()
+    show["inside"] = show["inside"].map({True: "yes", False: "NO"})
+    click.echo(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"\n{int(table['inside'].sum())}/{len(table)} inside the {level:.0%} interval; "
+               f"mean |error| {table['rel_error'].abs().mean():.2%}, worst {table['rel_error'].abs().max():.2%}")
+    if out:
+        atomic_write_text(Path(out), table.to_csv(index=False))
+        click.echo(f"wrote {out}")

@@ -24,7 +24,17 @@ __all__ = [
     "register_form",
     "chinchilla_allocation",
     "effective_data",
+    "STATUSES",
 ]
+
+#: The closed set of fit statuses.
+STATUSES = {
+    "converged": "first-order optimality check passed",
+    "max_iterations": "stopped before the first-order check passed",
+    "at_bound": "converged with a parameter on its bound (the data do not pin it)",
+    "not_identified": "converged, but a direction of the parameters is flat (a term the data cannot see)",
+}
+
 
 
 # --- the laws -------------------------------------------------------------------------------
@@ -59,9 +69,10 @@ def chinchilla_allocation(C, A, B, alpha, beta, flops_per_param_token: float = 6
     """
     C = np.asarray(C, dtype=float)
     s = alpha + beta
-    G = np.power(alpha * A / (beta * B), 1.0 / s)
-    N = G * np.power(C / flops_per_param_token, beta / s)
-    return N, C / flops_per_param_token / N
+    with np.errstate(all="ignore"):  # a degenerate bootstrap refit (alpha or beta 0) gives 0 or inf
+        G = np.power(alpha * A / (beta * B), 1.0 / s)
+        N = G * np.power(C / flops_per_param_token, beta / s)
+        return N, C / flops_per_param_token / N
 
 
 def _unique_params(U, E, A, B, alpha, beta):
@@ -209,6 +220,29 @@ class _ChinchillaForm(Form):
         w = np.exp(t - lse)  # share of each term in the loss, (3, n)
         return np.column_stack([w[2], w[0], w[1], -w[0] * data["logN"], -w[1] * data["logD"]])
 
+    def log_curvature(self, theta, data, c):
+        """sum_i c_i Hess(log L_i) over theta = (log E, log A, log B, alpha, beta).
+
+        log L is a log-sum-exp of three terms linear in theta (directions v_k), so
+        Hess(log L_i) = sum_k w_ik v_k v_k^T - J_i J_i^T with w_ik the terms' shares.
+        """
+        t, lse = self._terms(theta, data)
+        w = np.exp(t - lse)
+        J = np.column_stack([w[2], w[0], w[1], -w[0] * data["logN"], -w[1] * data["logD"]])
+        H = -(J * c[:, None]).T @ J
+        lN, lD = data["logN"], data["logD"]
+        cw0, cw1 = c * w[0], c * w[1]
+        H[0, 0] += np.sum(c * w[2])
+        H[1, 1] += cw0.sum()
+        H[1, 3] -= (cw0 * lN).sum()
+        H[3, 1] -= (cw0 * lN).sum()
+        H[3, 3] += (cw0 * lN * lN).sum()
+        H[2, 2] += cw1.sum()
+        H[2, 4] -= (cw1 * lD).sum()
+        H[4, 2] -= (cw1 * lD).sum()
+        H[4, 4] += (cw1 * lD * lD).sum()
+        return H
+
 
 def _chinchilla_allocate(C, E, A, B, alpha, beta):
     return chinchilla_allocation(C, A, B, alpha, beta)
@@ -248,13 +282,16 @@ def get_form(name: str | Form) -> Form:
 
 
 EXPONENT_BOUNDS = (0.0, 3.0)
+# floors on the positive parameters keep the optimiser from drifting to log 0 on data that do
+# not see a term: a fit that ends on a floor says so (status "at_bound")
+TERM_BOUNDS = {"E": (1e-6, np.inf), "A": (1e-10, np.inf), "B": (1e-10, np.inf)}
 
 register_form(_ChinchillaForm(
     name="chinchilla",
     func=chinchilla,
     citation="Hoffmann et al. 2022, arXiv:2203.15556, eq. 2",
     log_params=frozenset({"E", "A", "B"}),
-    bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS},
+    bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, **TERM_BOUNDS},
     allocate=_chinchilla_allocate,
 ))
 register_form(Form(

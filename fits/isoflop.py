@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._data import budget_groups, read_table, surface_data
+from ._data import budget_groups, budget_of, read_table, surface_data
 from .errors import InputError
 
 __all__ = ["IsoflopResult", "isoflop_analysis", "parabola_vertex"]
@@ -156,7 +156,7 @@ def isoflop_analysis(df, n: str = "params", d: str | None = "tokens", loss: str 
             raise InputError(f"budget: column {budget!r} not found; columns are {list(table.columns)}")
         groups = pd.factorize(table[budget].to_numpy())[0][: len(frame)]
     else:
-        groups = budget_groups(frame["C"].to_numpy(), budget_width)
+        groups = budget_groups(budget_of(frame), budget_width)
     frame = frame.assign(budget=groups)
     idx = {g: np.flatnonzero(groups == g) for g in np.unique(groups)}
     opt = _optima(frame, groups, idx)

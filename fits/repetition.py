@@ -12,7 +12,7 @@
 
 Risk levels are calibrated on published fits rather than guessed: the value kept by repeated
 data is D'/D under Muennighoff et al.'s fitted R_D* = 15.39 (4 epochs keep 93%, i.e. "low";
-below 50%, about 19 epochs and beyond, every further token is worth little: "high"); the
+below 50%, about 27-28 epochs and beyond, every further token is worth little: "high"); the
 capacity ratio's threshold 1 is where the data's information equals the model's storage
 (Morris et al. 2025), the interpolation threshold where double descent peaks (Nakkiran 2019).
 """

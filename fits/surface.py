@@ -23,7 +23,7 @@ import numpy as np
 
 from ._io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
-from .forms import Form, get_form
+from .forms import STATUSES, Form, get_form
 
 if TYPE_CHECKING:  # pandas and scipy load only when a table is built or a fit is run,
     import pandas as pd  # so that loading a saved fit to plan stays fast
@@ -57,6 +57,42 @@ class LossSurfaceFit:
     diagnostics: tuple = ()
     options: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    status: str = "converged"
+    trust: dict = field(default_factory=dict)
+
+    @property
+    def noise_scale(self) -> float:
+        """Run-to-run noise of one run's log loss that prediction intervals carry: the larger of
+        the residual scale around the surface and the seed-to-seed noise measured on repeated
+        runs (or given as ``run_noise``)."""
+        return max(self.residual_scale, float(self.options.get("run_noise") or 0.0))
+
+    @property
+    def n_definition(self) -> dict:
+        """What N counts: {"kind": "non_embedding" | "total" | "unspecified", "vocab_size": ...}."""
+        return dict(self.options.get("n_definition") or {"kind": "unspecified"})
+
+    @property
+    def shape_family(self) -> dict | None:
+        """The probes' shape family (depth, d_head, ffn_ratio, vocab_size, seq_len, ...) when the
+        fit was made from a probe export; the planner then builds shapes from the same family."""
+        return self.options.get("shape_family")
+
+    @property
+    def warnings(self) -> list[str]:
+        """What limits trust in this fit, most serious first: status, own backtest, interval width,
+        then the data diagnostics."""
+        out = []
+        if self.status != "converged":
+            out.append(f"fit status {self.status!r}: {STATUSES.get(self.status, '')} ({self.message})")
+        out += list(self.trust.get("warnings", ()))
+        if self.n_bootstrap and not (self.conformal_scores is not None and len(self.conformal_scores) >= 5) \
+                and not self.options.get("run_noise"):
+            out.append(f"the prediction interval is not calibrated ({int(self.data_range.get('n_budgets', 0))} "
+                       "budgets; extrapolation backtests need 5) and carries no measured seed-to-seed noise "
+                       "(one seed per cell): it can under-cover; repeat some runs with other seeds, or give "
+                       "run_noise")
+        return out + list(self.diagnostics)
 
     # --- basic views ------------------------------------------------------------------------
     @property
@@ -157,12 +193,13 @@ class LossSurfaceFit:
         if kind == "mean":
             lo, hi = np.nanquantile(logs, q, axis=0)
         elif self.conformal_scores is not None and len(self.conformal_scores) >= 5:
-            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.residual_scale**2)
+            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2)
             half = conformal_quantile(self.conformal_scores, level) * sigma
             lo, hi = center - half, center + half
         else:
             rng = np.random.default_rng(self.options.get("seed", 0))
-            noise = rng.choice(self.residuals, size=logs.shape)
+            grow = self.noise_scale / self.residual_scale if self.residual_scale > 0 else 1.0
+            noise = grow * rng.choice(self.residuals, size=logs.shape)
             lo, hi = np.nanquantile(logs + noise, q, axis=0)
         return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
 
@@ -202,8 +239,10 @@ class LossSurfaceFit:
             _check_level(level)
             Nb, Db = self._optimal_samples(C, var)  # (B, k) each
             q = ((1 - level) / 2, (1 + level) / 2)
-            for name, vals in (("params", Nb), ("tokens", Db), ("tokens_per_param", Db / Nb)):
-                out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(vals, q, axis=0)
+            with np.errstate(all="ignore"):  # degenerate refits allocate 0 or inf: quantiles skip them
+                for name, vals in (("params", Nb), ("tokens", Db), ("tokens_per_param", Db / Nb)):
+                    vals = np.where(np.isfinite(vals), vals, np.nan)
+                    out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(vals, q, axis=0)
             _, out["loss_low"], out["loss_high"] = self.interval(N, D, level, kind, **uvar)
         return out
 
@@ -255,14 +294,23 @@ class LossSurfaceFit:
             f"N: {r['N_min']:.3g}..{r['N_max']:.3g}   D: {r['D_min']:.3g}..{r['D_max']:.3g}   "
             f"C: {r['C_min']:.3g}..{r['C_max']:.3g}",
             f"  objective (sum Huber, delta={self.options.get('delta')}): {self.objective:.6g}   "
-            f"converged: {self.success}",
-            f"  residual scale (log loss, robust sd): {self.residual_scale:.4g}",
+            f"status: {self.status}",
+            f"  N counts: {_n_words(self.n_definition)}",
+            f"  residual scale (log loss, robust sd): {self.residual_scale:.4g}   run-to-run noise: "
+            + (f"{self.options['run_noise']:.4g} ({self.options.get('run_noise_source', '')})"
+               if self.options.get("run_noise") else "not measured (one seed per cell)"),
             f"  bootstrap refits: {self.n_bootstrap}   intervals: {self.interval_method}",
             "",
             self.to_frame(level).to_string(float_format=lambda v: f"{v:.6g}"),
         ]
-        if self.diagnostics:
-            lines += ["", "Warnings:"] + [f"  - {w}" for w in self.diagnostics]
+        bt = self.trust.get("backtest")
+        if bt:
+            lines += ["", f"Own backtest (fit budgets < {bt['holdout_flops']:.3g}, score that budget's "
+                          f"{bt['n_test']} runs): mean |error| {bt['mean_abs_rel_error']:.2%}, worst "
+                          f"{bt['max_abs_rel_error']:.2%}, inside the 90% interval {bt['coverage']:.0%}"]
+        warns = self.warnings
+        if warns:  # what limits trust comes first
+            lines = ["WARNINGS (read these first):"] + [f"  - {w}" for w in warns] + [""] + lines
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -271,8 +319,8 @@ class LossSurfaceFit:
     def _repr_html_(self) -> str:
         head = (f"<b>Loss-surface fit</b>: {self.form}, {self.n_points} points, "
                 f"objective {self.objective:.4g}, {self.n_bootstrap} bootstrap refits")
-        warn = "".join(f"<li>{w}</li>" for w in self.diagnostics)
-        return head + self.to_frame().to_html() + (f"<ul>{warn}</ul>" if warn else "")
+        warn = "".join(f"<li>{w}</li>" for w in self.warnings)
+        return (f"<ul>{warn}</ul>" if warn else "") + head + self.to_frame().to_html()
 
     def plot(self, ax=None, data: "pd.DataFrame | None" = None, level: float = 0.9):
         """Predicted loss along the compute-optimal frontier, with its interval, the fitted
@@ -288,8 +336,18 @@ class LossSurfaceFit:
             ax.fill_between(C, alloc["loss_low"], alloc["loss_high"], color="C0", alpha=0.2,
                             label=f"{level:.0%} {self.interval_method.split(',')[0]}")
         ax.axvspan(r["C_min"], r["C_max"], color="0.9", zorder=0, label="fitted budgets")
+        ys = [np.asarray(alloc["loss"], float), [r["loss_min"], r["loss_max"]]]
         if data is not None:
             ax.scatter(data["C"], data["loss"], s=8, color="k", alpha=0.5, label="runs")
+            ys.append(np.asarray(data["loss"], float))
+        # the axis follows the curve and the runs: an exploding interval is cut, and said so
+        y = np.concatenate([np.ravel(v) for v in ys])
+        y = y[np.isfinite(y)]
+        lo, hi = float(y.min()), float(y.max())
+        pad = 0.15 * (hi - lo if hi > lo else abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+        if "loss_low" in alloc and (np.nanmax(alloc["loss_high"]) > hi + pad or np.nanmin(alloc["loss_low"]) < lo - pad):
+            ax.set_title("interval cut at the axis: it exceeds the plotted range", fontsize="small")
         ax.set_xscale("log")
         ax.set_xlabel("training compute C (FLOPs)")
         ax.set_ylabel("loss")
@@ -307,6 +365,7 @@ class LossSurfaceFit:
             "bootstrap_params": self.bootstrap_params, "conformal_scores": self.conformal_scores,
             "fixed": list(self.fixed), "diagnostics": list(self.diagnostics),
             "options": self.options, "provenance": self.provenance,
+            "status": self.status, "trust": self.trust,
         })
 
     def to_json(self, path) -> Path:
@@ -334,6 +393,8 @@ class LossSurfaceFit:
                 bootstrap_params=boot, conformal_scores=arr(d.get("conformal_scores")),
                 fixed=tuple(d.get("fixed", ())), diagnostics=tuple(d.get("diagnostics", ())),
                 options=dict(d.get("options", {})), provenance=dict(d.get("provenance", {})),
+                status=str(d.get("status", "converged" if d["success"] else "max_iterations")),
+                trust=dict(d.get("trust") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: malformed loss-surface fit ({type(exc).__name__}: {exc})") from None
@@ -358,17 +419,22 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     """Split-conformal quantile with the finite-sample correction ceil((n+1) level) / n."""
     s = np.sort(np.asarray(scores, dtype=float))
     k = math.ceil((len(s) + 1) * level)
-    return float(s[min(k, len(s)) - 1])
+    if k > len(s):  # too few scores to certify this level: the honest interval is unbounded
+        return math.inf
+    return float(s[k - 1])
 
 
 def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
     out = []
-    for p, (lo, hi) in form.bounds.items():
-        if p in fixed:
+    lo, hi = form.theta_bounds()
+    theta = form.to_theta(params)
+    for j, p in enumerate(form.param_names):
+        if p in fixed or p not in form.bounds:
             continue
-        span = (hi - lo) if np.isfinite(hi - lo) else 1.0
-        if abs(params[p] - lo) < 1e-3 * span or abs(params[p] - hi) < 1e-3 * span:
-            out.append(f"{p} = {params[p]:.4g} sits on its bound [{lo}, {hi}]: the data do not "
+        span = (hi[j] - lo[j]) if np.isfinite(hi[j] - lo[j]) else 1.0
+        if abs(theta[j] - lo[j]) < 1e-3 * span or abs(theta[j] - hi[j]) < 1e-3 * span:
+            a, b = form.bounds[p]
+            out.append(f"{p} = {params[p]:.4g} sits on its bound [{a}, {b}]: the data do not "
                        "pin it; treat derived allocations as unreliable")
     if "E" in params and "E" not in fixed and params["E"] < 0.01 * frame["loss"].min():
         out.append(f"E = {params['E']:.3g} is near 0: the runs do not reach the loss floor, so the "
@@ -402,12 +468,15 @@ def fit_loss_surface(
     unique_tokens: str | None = None,
     bootstrap: int = 0,
     seed: int = 0,
-    group: str | None = None,
+    group: str | None = "auto",
     fixed: dict | None = None,
     free: tuple = (),
     delta: float = 1e-3,
     calibrate: bool | None = None,
     progress: bool = False,
+    n_kind: str | None = None,
+    trust: bool | None = None,
+    run_noise: float | None = None,
 ) -> LossSurfaceFit:
     """Fit a loss surface to a results table.
 
@@ -418,8 +487,10 @@ def fit_loss_surface(
         absent) and ``flops`` given, D = C / (6 N).
     form : a registered form name ("chinchilla", "kaplan", "data_constrained") or a Form.
     unique_tokens : column of unique tokens U (data-constrained form).
-    bootstrap : number of bootstrap refits (0 for none). Rows are resampled with replacement,
-        or whole groups when ``group`` names a column (e.g. run_id or a budget label).
+    bootstrap : number of bootstrap refits (0 for none). Whole groups of rows are resampled
+        with replacement: ``group="auto"`` (default) takes the ``run_id`` column when the table
+        has one (rows of one probe run share its stable phase and seed, so they are not
+        independent), else single rows; a column name groups by that column; None, single rows.
     seed : seed of every random draw; the same inputs and seed give the same fit.
     fixed : parameters held at given values (e.g. ``{"E": 1.7}``).
     free : parameters with published defaults to fit rather than hold (the data-constrained
@@ -428,6 +499,14 @@ def fit_loss_surface(
     calibrate : calibrate prediction intervals on extrapolation backtests; default: when
         bootstrapping and the data hold at least 5 compute budgets.
     progress : show a progress bar over the bootstrap refits.
+    n_kind : what N counts: "non_embedding", "total" or "unspecified"; by default a probe export
+        (a table with both ``params`` and ``params_total``) says which column was used, and other
+        tables are "unspecified" (read as total parameters downstream, Chinchilla's convention).
+    run_noise : seed-to-seed noise of one run's log loss (a standard deviation), when measured
+        elsewhere; by default it is measured from rows that repeat an (N, D) cell with other seeds
+        (a ``seed`` column). Prediction intervals carry the larger of it and the residual scale.
+    trust : run the fit's own trust checks (refit without the largest budget and score it; the
+        interval width at 3x and 10x the data); default: when bootstrapping with >= 3 budgets.
 
     Returns
     -------
@@ -442,7 +521,7 @@ def fit_loss_surface(
     >>> round(fit.params["alpha"], 3), round(fit.params["E"], 3)
     (0.35, 1.8)
     """
-    from ._data import budget_groups, read_table, surface_data
+    from ._data import budget_groups, budget_of, read_table, surface_data
     from ._engine import FitData
 
     law = get_form(form)
@@ -474,7 +553,7 @@ def fit_loss_surface(
     if frame["D"].nunique() < 2:
         raise InputError(f"d: the tokens hold a single value ({frame['D'].iloc[0]:.4g}); "
                          "a surface needs at least two")
-    groups_budget = budget_groups(frame["C"].to_numpy())
+    groups_budget = budget_groups(budget_of(frame))
     data = FitData.from_frame(frame, law.variables)
 
     best = _fit_once(law, data, delta, fixed)
@@ -485,12 +564,7 @@ def fit_loss_surface(
     boot = None
     if bootstrap:
         rng = np.random.default_rng(seed)
-        if group is not None:
-            if group not in table.columns:
-                raise InputError(f"group: column {group!r} not found; columns are {list(table.columns)}")
-            labels = _group_labels(table, group, frame)
-        else:
-            labels = np.arange(len(frame))
+        labels = _group_labels(table, group, frame)
         boot = _bootstrap(law, data, labels, best.theta, bootstrap, rng, delta, fixed, progress)
 
     do_cal = calibrate if calibrate is not None else bool(bootstrap) and groups_budget.max() >= 4
@@ -508,44 +582,199 @@ def fit_loss_surface(
         "n_budgets": int(groups_budget.max() + 1),
     }
     diag = _diagnose(law, params, frame, fixed)
-    if not best.success:
-        diag.append(f"optimiser did not report convergence: {best.message}")
     src = df if isinstance(df, (str, Path)) else "DataFrame"
-    return LossSurfaceFit(
+    noise, noise_src = _run_noise(table, n, d, loss, run_noise)
+    used_group = _group_column(table, group)
+    fit = LossSurfaceFit(
         form=law.name, params=params, objective=best.cost, success=best.success,
         message=best.message, n_points=len(frame), data_range={k: float(v) for k, v in range_.items()},
         residual_scale=scale, residuals=resid, bootstrap_params=boot, conformal_scores=scores,
         fixed=tuple(sorted(fixed)), diagnostics=tuple(diag),
-        options={"delta": delta, "seed": seed, "bootstrap": bootstrap, "group": group,
+        options={"delta": delta, "seed": seed, "bootstrap": bootstrap, "group": used_group,
                  "columns": {"n": n, "d": d, "loss": loss, "flops": flops,
                              "unique_tokens": unique_tokens},
-                 "calibration_budgets": n_cal},
-        provenance=_provenance(src),
+                 "calibration_budgets": n_cal,
+                 "n_definition": _n_definition(table, n, n_kind),
+                 "shape_family": _shape_family(table),
+                 "run_noise": noise, "run_noise_source": noise_src},
+        provenance=_provenance(src), status=best.status,
     )
+    if trust is None:
+        trust = bool(bootstrap) and groups_budget.max() >= 2 and not law.variables
+    if trust:
+        import dataclasses
+
+        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups_budget, delta, fixed, seed))
+    return fit
 
 
-def _group_labels(df_in, group: str, frame) -> np.ndarray:
+def _run_noise(table, n: str, d: str | None, loss: str, given: float | None):
+    """(sd of log loss between seeds, where it comes from), or (None, None) when unmeasured."""
+    if given is not None:
+        if not (isinstance(given, (int, float)) and math.isfinite(given) and given >= 0):
+            raise InputError(f"run_noise: must be a non-negative number (sd of log loss); got {given!r}")
+        return float(given), "given"
+    if "seed" not in table.columns or d is None or d not in table.columns or table["seed"].nunique() < 2:
+        return None, None
+    t = table
+    if "diverged" in t.columns:
+        t = t[~t["diverged"].fillna(False).astype(bool)]
+    t = t.assign(_logl=np.log(t[loss].astype(float)))
+    cells = t.groupby([n, d])
+    dev = cells["_logl"].transform(lambda v: v - v.mean())
+    dof = int((cells["_logl"].transform("size") > 1).sum() - (cells.size() > 1).sum())
+    if dof < 2:
+        return None, None
+    sd = float(np.sqrt(np.sum(dev.to_numpy() ** 2) / dof))
+    return sd, f"pooled over {int((cells.size() > 1).sum())} cells repeated with other seeds"
+
+
+def _group_column(table, group) -> str | None:
+    if group == "auto":
+        return "run_id" if "run_id" in table.columns else None
+    if group is not None and group not in table.columns:
+        raise InputError(f"group: column {group!r} not found; columns are {list(table.columns)}")
+    return group
+
+
+def _group_labels(table, group, frame) -> np.ndarray:
+    """Bootstrap group of every fitted row (rows dropped as diverged are dropped here too)."""
     import pandas as pd
 
-    g = df_in[group]
-    if "diverged" in df_in.columns:
-        g = g[~df_in["diverged"].fillna(False).astype(bool)]
+    col = _group_column(table, group)
+    if col is None:
+        return np.arange(len(frame))
+    g = table[col]
+    if "diverged" in table.columns:
+        g = g[~table["diverged"].fillna(False).astype(bool)]
     return pd.factorize(g.to_numpy())[0][: len(frame)]
 
 
+N_KINDS = ("non_embedding", "total", "unspecified")
+
+
+def _n_definition(table, n: str, n_kind: str | None) -> dict:
+    """Which parameter count the fit's N is (see ``fit_loss_surface``'s ``n_kind``)."""
+    if n_kind is not None and n_kind not in N_KINDS:
+        raise InputError(f"n_kind: must be one of {list(N_KINDS)}; got {n_kind!r}")
+    if n_kind is None:
+        probe = {"params", "params_total"} <= set(table.columns)
+        n_kind = ({"params": "non_embedding", "params_total": "total"}.get(n, "unspecified")
+                  if probe else "unspecified")
+    out = {"kind": n_kind}
+    if "vocab_size" in table.columns and table["vocab_size"].nunique() == 1:
+        out["vocab_size"] = int(table["vocab_size"].iloc[0])
+    return out
+
+
+def _n_words(nd: dict) -> str:
+    kind = nd.get("kind", "unspecified")
+    vocab = f" at vocabulary {nd['vocab_size']}" if "vocab_size" in nd else ""
+    return {"non_embedding": "non-embedding parameters (embeddings and readout excluded)",
+            "total": f"total parameters (embeddings and readout included){vocab}",
+            }.get(kind, "unspecified (read as total parameters, Chinchilla's convention)")
+
+
+_FAMILY_COLUMNS = ("depth", "d_head", "ffn_ratio", "vocab_size", "seq_len", "base_width", "base_depth",
+                   "batch_size", "lr", "warmup_steps", "weight_decay", "eval_batches", "parametrization", "corpus",
+                   "tokenizer")
+
+
+def _shape_family(table) -> dict | None:
+    """The probes' fixed shape settings when the table is a probe export (one depth, vocabulary
+    and sequence length across its rows), else None."""
+    need = {"width", "depth", "vocab_size", "seq_len"}
+    if not need <= set(table.columns):
+        return None
+    fam = {}
+    for c in _FAMILY_COLUMNS:
+        if c in table.columns:
+            vals = table[c].dropna().unique()
+            if len(vals) != 1:
+                if c in ("depth", "vocab_size", "seq_len"):
+                    return None
+                continue
+            v = vals[0]
+            fam[c] = v.item() if hasattr(v, "item") else v
+    if "n_heads" in table.columns and "d_head" not in fam:
+        dh = (table["width"] / table["n_heads"]).unique()
+        if len(dh) == 1:
+            fam["d_head"] = int(dh[0])
+    return fam
+
+
+TRUST_ERROR = 0.02      # own-backtest mean |relative error| above which a fit is flagged
+TRUST_WIDTH = 0.10      # 90% prediction interval (relative full width) at 10x the data above which
+
+
+def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
+    """The fit's own extrapolation check: refit without the largest budget and score it, and the
+    width of the 90% prediction interval at 3x and 10x the largest budget. Returns a dict with
+    the numbers and plain-words warnings."""
+    out, warns = {}, []
+    top = int(groups.max())
+    train, test = frame[groups < top], frame[groups == top]
+    law = fit.law
+    if len(train) > len(law.param_names) and train["N"].nunique() > 1 and train["D"].nunique() > 1:
+        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}), form=law, fixed=fixed,
+                               delta=delta, bootstrap=200, seed=seed, calibrate=False, group=None, trust=False)
+        pred, lo, hi = sub.interval(test["N"].to_numpy(), test["D"].to_numpy(), level=0.9)
+        obs = test["loss"].to_numpy()
+        err = (pred - obs) / obs
+        bt = {"holdout_flops": float(test["C"].median()), "n_test": int(len(test)),
+              "mean_abs_rel_error": float(np.mean(np.abs(err))), "max_abs_rel_error": float(np.max(np.abs(err))),
+              "coverage": float(np.mean((obs >= lo) & (obs <= hi)))}
+        out["backtest"] = bt
+        if bt["mean_abs_rel_error"] > TRUST_ERROR or bt["coverage"] < 0.5:
+            warns.append(f"own backtest misses: fitted without the largest budget, the fit predicts it with "
+                         f"mean |error| {bt['mean_abs_rel_error']:.1%} (worst {bt['max_abs_rel_error']:.1%}) "
+                         f"and its 90% interval covers {bt['coverage']:.0%} of those runs")
+    widths = {}
+    for k in (3.0, 10.0):
+        a = fit.allocation(fit.data_range["C_max"] * k, level=0.9)
+        w = float((a["loss_high"][0] - a["loss_low"][0]) / a["loss"][0])
+        widths[f"{k:g}x"] = w
+        if k == 10.0 and (not np.isfinite(w) or w > TRUST_WIDTH):
+            warns.append(f"interval explodes: at 10x the largest budget the 90% prediction interval spans "
+                         f"{w:.0%} of the predicted loss ([{a['loss_low'][0]:.4g}, {a['loss_high'][0]:.4g}])")
+    out["interval_width"] = widths
+    out["warnings"] = warns
+    return out
+
+
 def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.ndarray:
-    from ._engine import robust_fit
+    """B refits on resamples of whole groups (``labels``; one row per group when rows are
+    independent). Chinchilla refits run as one vectorised batch; the few it cannot finish, and
+    every refit of other forms, are polished one by one."""
+    from ._engine import batched_refits, robust_fit
 
     uniq = np.unique(labels)
     members = [np.flatnonzero(labels == u) for u in uniq]
+    picks = rng.integers(0, len(uniq), (B, len(uniq)))
     out = np.full((B, len(law.param_names)), np.nan)
-    it = range(B)
-    if progress:
+    todo = np.arange(B)
+    if hasattr(law, "log_curvature"):
+        sizes = np.array([len(m) for m in members])
+        width = int(sizes[picks].sum(axis=1).max())
+        index = np.zeros((B, width), dtype=int)
+        weight = np.zeros((B, width))
+        for b in range(B):
+            idx = np.concatenate([members[i] for i in picks[b]])
+            index[b, :len(idx)], weight[b, :len(idx)] = idx, 1.0
+        free = np.array([p not in fixed for p in law.param_names])
+        # a refit that has not met the first-order test after the iteration cap keeps its best
+        # point: on flat (unidentified) directions more iterations move nothing that matters
+        theta, cost, _ = batched_refits(law, data, index, weight, theta0, delta, free)
+        ok = np.isfinite(cost)
+        for b in np.flatnonzero(ok):
+            out[b] = list(law.from_theta(theta[b]).values())
+        todo = np.flatnonzero(~ok)
+    it = todo
+    if progress and len(todo):
         from tqdm.auto import tqdm
-        it = tqdm(it, desc="bootstrap", unit="fit")
+        it = tqdm(todo, desc="bootstrap", unit="fit")
     for b in it:
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[i] for i in pick])
+        idx = np.concatenate([members[i] for i in picks[b]])
         opt = robust_fit(law, data.take(idx), [theta0], delta, fixed)
         if np.isfinite(opt.cost):
             out[b] = [law.from_theta(opt.theta)[p] for p in law.param_names]
@@ -562,9 +791,9 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, bo
         train, test = frame[groups < g], frame[groups == g]
         if len(train) <= len(law.param_names) or train["N"].nunique() < 2 or train["D"].nunique() < 2:
             continue
-        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens"}),
+        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}),
                                form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
-                               calibrate=False, unique_tokens="U" if law.variables else None)
+                               calibrate=False, unique_tokens="U" if law.variables else None, trust=False)
         var = {"unique_tokens": test["U"].to_numpy()} if law.variables else {}
         N, D = test["N"].to_numpy(), test["D"].to_numpy()
         center = np.log(sub.predict(N, D, **var))

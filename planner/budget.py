@@ -60,16 +60,23 @@ class Budget:
             return get_accelerator(self.gpu).peak_tflops * 1e12
         return None
 
+    def hours_for(self, flops: float) -> float | None:
+        """Device-hours that ``flops`` take at the stated MFU, or None without a device."""
+        peak = self.peak
+        return None if peak is None else flops / (peak * self.mfu) / 3600.0
+
+    def cost_for(self, flops: float) -> float | None:
+        h = self.hours_for(flops)
+        return None if h is None or self.price_per_hour is None else h * self.price_per_hour
+
     @property
     def gpu_hours(self) -> float | None:
-        """Device-hours at the stated MFU, or None without a device."""
-        peak = self.peak
-        return None if peak is None else self.flops / (peak * self.mfu) / 3600.0
+        """Device-hours of the whole budget at the stated MFU, or None without a device."""
+        return self.hours_for(self.flops)
 
     @property
     def cost_usd(self) -> float | None:
-        h = self.gpu_hours
-        return None if h is None or self.price_per_hour is None else h * self.price_per_hour
+        return self.cost_for(self.flops)
 
     @classmethod
     def from_gpu_hours(cls, hours, gpu=None, mfu=0.4, peak_tflops=None, price_per_hour=None) -> "Budget":

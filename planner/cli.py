@@ -44,15 +44,25 @@ def _fmt(v):
     return f"{v}"
 
 
+_N_WORDS = {"non_embedding": "non-embedding, as the fit counts N", "total": "total, as the fit counts N",
+            "unspecified": "total: the fit does not say, read as Chinchilla's total count"}
+
+
 def _card(plan) -> str:
     s, b = plan.shape, plan.budget
     iv = (f"  [{plan.loss_low:.4f}, {plan.loss_high:.4f}] {plan.loss_interval}"
           if plan.loss_low is not None else f"  ({plan.loss_interval})")
+    tf = plan.training_flops
+    spend = (f"  training FLOPs      {tf:.4g} = {tf / b.flops:.2f}x the budget"
+             + (" (OVER BUDGET)" if tf > 1.005 * b.flops else "")
+             + (f" = {b.hours_for(tf):,.0f} {b.gpu or 'device'}-hours" if b.peak else "")
+             + (f" = ${b.cost_for(tf):,.0f}" if b.price_per_hour else ""))
     lines = [
         f"Plan ({plan.variant}) for a budget of {b.flops:.3g} FLOPs"
         + (f" = {b.gpu_hours:,.0f} {b.gpu or 'device'}-hours at MFU {b.mfu}" if b.gpu_hours else "")
         + (f" = ${b.cost_usd:,.0f}" if b.cost_usd else ""),
-        f"  parameters N        {plan.params:.4g}"
+        spend,
+        f"  parameters N        {plan.params:.4g} ({_N_WORDS.get(plan.extra.get('n_kind'), 'total')})"
         + (f"   [{plan.intervals['params_low']:.3g}, {plan.intervals['params_high']:.3g}]"
            if "params_low" in plan.intervals else ""),
         f"  tokens D            {plan.tokens:.4g}"
@@ -67,6 +77,13 @@ def _card(plan) -> str:
         f"  steps               {plan.steps:,} (warmup {plan.warmup_steps:,})",
         f"  learning rate       {plan.lr:.3g}" + (f"   [{plan.intervals['lr_low']:.3g}, {plan.intervals['lr_high']:.3g}]"
                                                   if "lr_low" in plan.intervals else ""),
+    ]
+    if "lr_hidden" in plan.extra:
+        e = plan.extra
+        lines.append(f"  muP groups          embedding {e['lr_embedding']:.3g}, hidden {e['lr_hidden']:.3g} "
+                     f"(= lr / m, m = {e['width_multiplier']:.3g}; the SP-equivalent lr of hidden matrices), "
+                     f"readout {e['lr_readout']:.3g} with logits x {e['logit_multiplier']:.3g}")
+    lines += [
         f"  schedule            {plan.schedule.split(' (')[0]}",
         f"  weight decay        {plan.weight_decay}",
     ]
@@ -150,7 +167,9 @@ def _render_plot(plans, dest: Path) -> Path:
 
 
 def _fit_results(path):
-    """Fit a results CSV on the fly: N from params_total (else params), D from tokens, loss from
+    """Fit a results CSV on the fly: N from params (a probe export's non-embedding count, which
+    predicted the validation runs at least as well as the total count; see
+    benchmarks/results/validation.json), else params_total; D from tokens, loss from
     loss (else val_loss); a probes export contributes its end-of-cooldown rows only."""
     from fits import fit_loss_surface
     from fits._data import read_table
@@ -158,13 +177,14 @@ def _fit_results(path):
     t = read_table(path, "--results")
     if "final" in t.columns:
         t = t[t["final"].astype(str).str.lower().isin(["true", "1"])]
-    n = "params_total" if "params_total" in t.columns else "params"
+    n = "params" if "params" in t.columns else "params_total"
     loss = "loss" if "loss" in t.columns or "val_loss" not in t.columns else "val_loss"
     return fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)
 
 
 def _hparams_from_results(path):
-    """A fitted lr/batch law when the results sweep learning rates and batch sizes, else the prior."""
+    """A fitted lr/batch law when the results sweep learning rates and batch sizes, else None
+    (the plan's default: the probes' own settings, or the published prior)."""
     import pandas as pd
 
     from fits.hparams import fit_hyperparameters
@@ -172,12 +192,12 @@ def _hparams_from_results(path):
     t = pd.read_csv(path)
     cols = {"params", "tokens", "lr", "batch_tokens"}
     if not cols <= set(t.columns) or t["lr"].nunique() < 3:
-        return "deepseek2024"
+        return None
     loss = "val_loss" if "val_loss" in t.columns else "loss"
     try:
         return fit_hyperparameters(t, loss=loss)
     except InputError:
-        return "deepseek2024"
+        return None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,19 +214,27 @@ def _hparams_from_results(path):
               help="A results CSV to fit on the fly (columns params or params_total, tokens, loss or val_loss).")
 @click.option("--list-presets", is_flag=True, help="List the published presets and exit.")
 @click.option("--level", type=float, default=0.9, show_default=True, help="Interval level.")
-@click.option("--seq-len", type=int, default=2048, show_default=True)
-@click.option("--vocab", "vocab_size", type=int, default=32000, show_default=True)
-@click.option("--hparams", default="deepseek2024", show_default=True,
-              help="Learning-rate/batch rule: deepseek2024, steplaw2025, or a fitted law (JSON from fits.fit_hyperparameters).")
+@click.option("--seq-len", type=int, default=None,
+              help="Context length [default: the probes' for a fit of probes, else 2048].")
+@click.option("--vocab", "vocab_size", type=int, default=None,
+              help="Vocabulary [default: the probes' for a fit of probes, else 32000].")
+@click.option("--hparams", default=None,
+              help="Learning-rate/batch rule: deepseek2024, steplaw2025, probes (the probes' own settings), or a "
+                   "fitted law (JSON from fits.fit_hyperparameters) [default: probes for a fit of probes, else "
+                   "deepseek2024].")
 @click.option("--inference-tokens", type=float, default=None,
               help="Tokens to serve over the model's life: also plan the inference-aware model.")
 @click.option("--unique-tokens", type=float, default=None,
               help="Unique training tokens available: plan for repeated data and report its risk.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the plan table as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot loss, N and D against budget (PNG).")
+@click.option("--emit-grid", type=click.Path(dir_okay=False), default=None,
+              help="Write a probe grid (TOML) that trains the planned model with the probe runner.")
+@click.option("--isoflop", "emit_isoflop", is_flag=True,
+              help="With --emit-grid: also the shapes nearest N/3 and 3N on the same budget.")
 @guarded
 def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
-         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot):
+         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot, emit_grid, emit_isoflop):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
     from .presets import DEFAULT_PRESET, list_presets as _list
@@ -221,18 +249,26 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         fail("--preset/--fit/--results: give at most one source of the law")
     if not 0 < level < 1:
         fail(f"--level: must be strictly between 0 and 1; got {level}")
+    if emit_isoflop and not emit_grid:
+        fail("--isoflop: goes with --emit-grid PATH")
     amounts = parse_budgets(budget)
     hw = dict(gpu=gpu, mfu=mfu, peak_tflops=peak_tflops, price_per_hour=price_per_hour)
     budgets = [Budget.from_unit(a, unit, **hw) for a in amounts]
     hp = hparams
-    if hparams.endswith(".json"):
+    if hparams is not None and hparams.endswith(".json"):
         from fits.hparams import load_hparams
         hp = load_hparams(hparams)
     if results is not None:
         source = _fit_results(results)
-        hp = _hparams_from_results(results) if hp == "deepseek2024" else hp
+        if hp is None:
+            hp = _hparams_from_results(results)
     else:
         source = fit_path or preset or DEFAULT_PRESET
+    if emit_grid and len(budgets) != 1:
+        fail("--emit-grid: needs a single budget, not a sweep")
+    from .plan import resolve_fit
+
+    source = resolve_fit(source)
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
@@ -245,6 +281,14 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         risky = [f"{p.budget.flops:.3g}: {r}" for p in plans for r in p.risks]
         if risky:
             click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
+    if emit_grid:
+        from .emit import plan_grid_toml
+        from fits._io import atomic_write_text
+
+        main_plan = next(p for p in plans if p.variant == "compute-optimal")
+        text = plan_grid_toml(main_plan, source, fit_path or results, isoflop=emit_isoflop)
+        atomic_write_text(Path(emit_grid), text)
+        click.echo(f"\nwrote {emit_grid} (probe run {emit_grid})")
     if out:
         _write_csv(Path(out), rows)
         click.echo(f"\nwrote {out}")

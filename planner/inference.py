@@ -12,9 +12,10 @@ import numpy as np
 __all__ = ["tokens_for_loss", "inference_optimal"]
 
 
-def tokens_for_loss(fit, N: float, target: float, d_hint: float) -> float:
-    """Tokens D with fit.predict(N, D) == target (inf when N cannot reach it at any D)."""
-    f = lambda logd: float(fit.predict(N, math.exp(logd))) - target
+def tokens_for_loss(predict, N: float, target: float, d_hint: float) -> float:
+    """Tokens D with predict(N, D) == target (inf when N cannot reach it at any D). ``predict`` is
+    the law as a function of (N, D), unique tokens and all, so repeated data are priced in."""
+    f = lambda logd: predict(N, math.exp(logd)) - target
     lo, hi = math.log(d_hint) - 2.0, math.log(d_hint) + 2.0
     while f(hi) > 0:
         hi += 2.0
@@ -28,13 +29,14 @@ def tokens_for_loss(fit, N: float, target: float, d_hint: float) -> float:
     return math.exp(hi)
 
 
-def inference_optimal(fit, N_opt: float, D_opt: float, T: float) -> tuple[float, float]:
-    """(N, D) at the loss of (N_opt, D_opt) minimising 6 N D + 2 N T; N searched below N_opt."""
-    target = float(fit.predict(N_opt, D_opt))
+def inference_optimal(predict, N_opt: float, D_opt: float, T: float) -> tuple[float, float]:
+    """(N, D) at the loss of (N_opt, D_opt) minimising 6 N D + 2 N T; N searched below N_opt.
+    ``predict(N, D)`` is the loss law (see :func:`tokens_for_loss`)."""
+    target = predict(N_opt, D_opt)
 
     def lifetime(logn):
         n = math.exp(logn)
-        d = tokens_for_loss(fit, n, target, D_opt * N_opt / n)
+        d = tokens_for_loss(predict, n, target, D_opt * N_opt / n)
         return 6 * n * d + 2 * n * T, d
 
     grid = np.linspace(math.log(N_opt) - 4.0, math.log(N_opt), 81)

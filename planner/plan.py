@@ -11,7 +11,7 @@ from fits.errors import InputError
 from . import rules
 from .budget import Budget
 from .presets import DEFAULT_PRESET, load_preset
-from .shape import ModelShape, shape_for_params
+from .shape import ModelShape, ShapeFamily, count_params, family_shapes, shape_for_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit"]
 
 EXTRAPOLATION_WARN_DECADES = 1.0
+HPARAM_LAW_MAX_DECADES = 1.0   # a fitted lr/batch law is used at most this far beyond its data
+MIN_STEPS = 1000               # fewer optimizer steps: the lr/batch rules were not fitted there
+TIMESCALE_RANGE = (0.05, 5.0)  # sensible AdamW timescale 1/(lr wd) as a fraction of the run
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class Plan:
 
     @property
     def training_flops(self) -> float:
-        return 6.0 * self.params * self.tokens
+        """FLOPs of training this plan's shape on its tokens (its own FLOPs per token, not 6ND)."""
+        return self.shape.flops_per_token * self.tokens
 
     def batch_tradeoff(self) -> list[dict]:
         """Tokens and steps to this plan's loss at 0.5, 1, 2 and 4 x the critical batch."""
@@ -65,7 +69,8 @@ class Plan:
         """One flat record (the CSV row): plan figures, shape, hardware, risks and sources."""
         b = self.budget
         row = {
-            "variant": self.variant, "budget_flops": b.flops, "params": self.params,
+            "variant": self.variant, "budget_flops": b.flops, "training_flops": self.training_flops,
+            "params": self.params,
             "tokens": self.tokens, "tokens_per_param": self.tokens_per_param,
             "loss": self.loss, "loss_low": self.loss_low, "loss_high": self.loss_high,
             "loss_interval": self.loss_interval,
@@ -116,45 +121,172 @@ def _fit_label(fit) -> str:
     return f"fit ({fit.form}, {fit.n_points} points, {fit.provenance.get('source', 'unknown data')})"
 
 
-def _risks(fit, decades: float, steps: int, tpp: float) -> list[str]:
+def _severity(decades: float) -> str:
+    return "HIGH" if decades > 2 else "warning" if decades > EXTRAPOLATION_WARN_DECADES else "note"
+
+
+def _beyond(value: float, lo: float, hi: float) -> float:
+    """Decades by which ``value`` lies outside [lo, hi] (0 inside)."""
+    return max(0.0, math.log10(value / hi), math.log10(lo / value))
+
+
+def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: float) -> list[str]:
     out = []
     r = fit.data_range
     if decades > 0:
-        sev = "HIGH" if decades > 2 else "warning" if decades > EXTRAPOLATION_WARN_DECADES else "note"
-        out.append(f"{sev}: budget lies {decades:.1f} decades beyond the fitted range "
+        out.append(f"{_severity(decades)}: budget lies {decades:.1f} decades beyond the fitted range "
                    f"(C {r['C_min']:.2g}..{r['C_max']:.2g}); extrapolated loss and allocation are less certain")
-    if steps < 1000:
-        out.append(f"warning: only {steps} optimizer steps; the batch-size rule assumes long runs")
+    for what, v, lo, hi in (("N", params, r["N_min"], r["N_max"]), ("D", tokens, r["D_min"], r["D_max"])):
+        dec = _beyond(v, lo, hi)
+        if dec > 0:
+            out.append(f"{_severity(dec)}: {what} = {v:.3g} lies {dec:.1f} decades outside the fitted "
+                       f"{what} range {lo:.3g}..{hi:.3g}")
+    if steps < MIN_STEPS:
+        out.append(f"warning: only {steps} optimizer steps (< {MIN_STEPS}); the lr/batch rules assume longer runs")
     if not 5 <= tpp <= 500:
         out.append(f"warning: {tpp:.3g} tokens per parameter is far from the usual 10-100")
-    out += [f"fit: {d}" for d in fit.diagnostics]
     preset = fit.provenance.get("preset", {})
     if preset and "not comparable" in preset.get("notes", ""):
         out.append(f"note: {preset['notes']}")
     return out
 
 
-def _hyperparameters(hparams, shape: ModelShape, params: float, tokens: float):
-    """(lr, batch_tokens, lr_source, batch_source, intervals) from a rule name or a fitted law."""
+def _prior(shape: ModelShape, tokens: float):
+    # DeepSeek's M (their eq. 2): non-embedding FLOPs per token with attention counted over the
+    # full context, 72 n_layer d^2 + 12 n_layer d seq (6 x non-embedding weights for the first term)
+    m = 6.0 * shape.non_embedding_params + 12.0 * shape.n_layers * shape.d_model * shape.seq_len
+    C = m * tokens
+    src = f"{rules.DEEPSEEK} published prior, C = M D = {C:.3g} (not fitted to your runs)"
+    return rules.deepseek_lr(C), rules.deepseek_batch(C), src, src, {}
+
+
+def _hyperparameters(hparams, shape: ModelShape, params: float, tokens: float, family: dict | None):
+    """(lr, batch_tokens, lr_source, batch_source, intervals, risks) from a rule name, a fitted law,
+    or ("probes") the probes' own settings."""
+    if hparams == "probes":
+        fam = family or {}
+        lr, bs = fam.get("lr"), fam.get("batch_size")
+        if lr is None or bs is None:
+            raise InputError("hparams: 'probes' needs a fit of probe results that records lr and batch_size")
+        src = (f"the probes' own lr {lr:g} (muP base-width lr: transfers across width)" if fam.get("parametrization") == "mup"
+               else f"the probes' own lr {lr:g}")
+        return float(lr), float(bs * shape.seq_len), src, f"the probes' own batch ({bs} sequences)", {}, []
     if hasattr(hparams, "predict_point"):  # a fitted hyperparameter law (fits.hparams)
-        return hparams.predict_point(shape.non_embedding_params, tokens)
+        r = hparams.data_range
+        n_ne = shape.non_embedding_params
+        far = max(_beyond(n_ne, r["N_min"], r["N_max"]), _beyond(tokens, r["D_min"], r["D_max"]))
+        if far > HPARAM_LAW_MAX_DECADES:
+            lr, b, lsrc, bsrc, iv = _prior(shape, tokens)
+            why = (f"warning: the fitted lr/batch law covers N {r['N_min']:.3g}..{r['N_max']:.3g}, D "
+                   f"{r['D_min']:.3g}..{r['D_max']:.3g}; this plan (N {n_ne:.3g} non-embedding, D {tokens:.3g}) "
+                   f"lies {far:.1f} decades beyond (limit {HPARAM_LAW_MAX_DECADES:g}), so lr and batch come from the "
+                   "published prior instead")
+            return lr, b, lsrc, bsrc, iv, [why]
+        return (*hparams.predict_point(n_ne, tokens), [])
     if hparams == "deepseek2024":
-        m = shape.flops_per_token - 6.0 * shape.vocab_size * shape.d_model  # non-embedding FLOPs/token
-        C = m * tokens
-        src = f"{rules.DEEPSEEK} published prior, C = M D = {C:.3g} (not fitted to your runs)"
-        return rules.deepseek_lr(C), rules.deepseek_batch(C), src, src, {}
+        return (*_prior(shape, tokens), [])
     if hparams == "steplaw2025":
         src = f"{rules.STEP_LAW} published prior (not fitted to your runs)"
         return (rules.step_law_lr(shape.non_embedding_params, tokens), rules.step_law_batch(tokens),
-                src, src, {})
-    raise InputError(f"hparams: must be one of {sorted(rules.HPARAM_RULES)} or a fitted law; got {hparams!r}")
+                src, src, {}, [])
+    raise InputError(f"hparams: must be one of {sorted(rules.HPARAM_RULES) + ['probes']} or a fitted law; "
+                     f"got {hparams!r}")
 
 
-def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, level, seq_len, vocab_size,
+def _group_lrs(lr: float, shape: ModelShape, family: dict | None) -> dict:
+    """Per-group learning rates of a muP plan (Tensor Programs V): the probes' lr is the base-width
+    lr; hidden matrices take lr / m with m = width / base_width, embeddings and readout keep lr (the
+    readout's logits are scaled by 1/m). ``lr_sp_hidden`` is the standard-parametrization
+    equivalent of the hidden groups."""
+    if not family or family.get("parametrization") != "mup" or not family.get("base_width"):
+        return {}
+    m = shape.d_model / float(family["base_width"])
+    return {"lr_embedding": lr, "lr_hidden": lr / m, "lr_readout": lr, "logit_multiplier": 1.0 / m,
+            "width_multiplier": m}
+
+
+def resolve_family(fit, seq_len: int | None = None, vocab_size: int | None = None) -> ShapeFamily:
+    """The shape family a plan from ``fit`` uses: the probes' own family when the fit was made
+    from a probe export (so a planned model can be trained by the probe runner, at the probes'
+    vocabulary and sequence length), else Llama-style production shapes (vocab 32000, seq 2048).
+    ``seq_len`` and ``vocab_size`` override the family's."""
+    for name, v in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise InputError(f"{name}: must be a positive integer; got {v!r}")
+    fam = fit.shape_family
+    if fam:
+        return ShapeFamily("probe", vocab_size=vocab_size or int(fam["vocab_size"]),
+                           seq_len=seq_len or int(fam["seq_len"]), depth=int(fam["depth"]),
+                           d_head=int(fam.get("d_head", 16)), ffn_ratio=float(fam.get("ffn_ratio", 8 / 3)))
+    return ShapeFamily("llama", vocab_size=vocab_size or 32000, seq_len=seq_len or 2048)
+
+
+def _n_kind(fit) -> str:
+    return fit.n_definition.get("kind", "unspecified")
+
+
+def _nearest_shape(family: ShapeFamily, n: float, kind: str) -> ModelShape:
+    """The family's shape whose parameter count (the fit's kind) is nearest ``n``."""
+    if family.kind == "llama":
+        return shape_for_params(n, vocab_size=family.vocab_size, seq_len=family.seq_len, kind=kind)
+    return min(family_shapes(family), key=lambda s: abs(math.log(count_params(s, kind) / n)))
+
+
+def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
+    """(shape, tokens, intervals, source template, risks) of the compute-optimal plan that spends
+    ``flops`` with the shape's own FLOPs per token.
+
+    Probe family: every shape of the family is priced (D = flops / FLOPs per token) and the one
+    with the lowest predicted loss wins; bootstrap refits repeat the choice for the intervals.
+    Llama family: the law's compute-optimal N (closed form under C = 6ND), the shape nearest it,
+    and the tokens that shape can afford.
+    """
+    import numpy as np
+
+    kind = _n_kind(fit)
+    if family.kind == "probe":
+        shapes = family_shapes(family)
+        n = np.array([count_params(s, kind) for s in shapes], float)
+        d = flops / np.array([s.flops_per_token for s in shapes])
+        ok = d >= family.seq_len
+        if not ok.any():
+            raise InputError(f"budget: {flops:.3g} FLOPs does not buy one sequence of the smallest shape")
+        n, d, shapes = n[ok], d[ok], [s for s, k in zip(shapes, ok) if k]
+        uv = {k: np.broadcast_to(v, n.shape) for k, v in u.items()}
+        best = int(np.argmin(fit.predict(n, d, **uv)))
+        iv = {}
+        if fit.n_bootstrap and level is not None:
+            with np.errstate(all="ignore"):
+                cols = fit._sample_columns()
+                losses = fit.law(n[None, :], d[None, :], cols, **{k: v[None, :] for k, v in fit._inputs(
+                    n, d, dict(uv))[2].items()})
+            pick = np.nanargmin(np.where(np.isfinite(losses), losses, np.inf), axis=1)
+            q = ((1 - level) / 2, (1 + level) / 2)
+            iv["params_low"], iv["params_high"] = (float(v) for v in np.quantile(n[pick], q))
+            iv["tokens_low"], iv["tokens_high"] = (float(v) for v in np.quantile(d[pick], q))
+        src = ("{fit}; the lowest predicted loss among the probes' shape family (depth "
+               f"{family.depth}, head {family.d_head}) at the budget, each shape priced at its own FLOPs per token")
+        edge = []
+        if best in (0, len(shapes) - 1):
+            which = "narrowest" if best == 0 else "widest"
+            edge = [f"warning: the optimum is the {which} shape of the family (width {shapes[best].d_model}): "
+                    "the law's optimum may lie beyond it, so N and the loss are not the law's optimum"]
+        return shapes[best], float(d[best]), iv, src, edge
+    a = fit.allocation(flops, level=level if fit.n_bootstrap else None, **u)
+    shape = _nearest_shape(family, float(a["params"][0]), kind)
+    iv = {k: float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
+    src = ("{fit}; compute-optimal N under C = 6ND, the Llama-style shape nearest it, and the tokens "
+           "that shape's FLOPs per token affords within the budget")
+    return shape, flops / shape.flops_per_token, iv, src, []
+
+
+def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str, level, family: ShapeFamily,
              hparams, alloc_intervals: dict, alloc_source: str, extra=None, risks_extra=()) -> Plan:
-    shape = shape_for_params(params, vocab_size=vocab_size, seq_len=seq_len)
-    lr, batch, lr_src, batch_src, hp_iv = _hyperparameters(hparams, shape, params, tokens)
-    seqs, batch_tokens = rules.round_batch(batch, seq_len)
+    kind = _n_kind(fit)
+    params = float(count_params(shape, kind))
+    fam_info = fit.shape_family if family.kind == "probe" else None
+    lr, batch, lr_src, batch_src, hp_iv, hp_risks = _hyperparameters(hparams, shape, params, tokens, fam_info)
+    seqs, batch_tokens = rules.round_batch(batch, shape.seq_len)
     steps = max(1, math.ceil(tokens / batch_tokens))
     uses_u = "U" in fit.law.variables and extra and "unique_tokens" in extra
     u = {"unique_tokens": extra["unique_tokens"]} if uses_u else {}
@@ -164,31 +296,54 @@ def _plan_at(fit, budget: Budget, params: float, tokens: float, variant: str, le
     else:
         loss, lo, hi = float(fit.predict(params, tokens, **u)), None, None
         interval = "none: the fit has no bootstrap samples"
-    decades = float(fit.decades_beyond_fit(budget.flops))
+    decades = float(fit.decades_beyond_fit(6.0 * params * tokens))
     b_crit = rules.kaplan_critical_batch(loss)
-    extra = {"batch_crit_tokens": b_crit, **(extra or {})}
+    extra = {"batch_crit_tokens": b_crit, "n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
+    risks_extra = (*risks_extra, *hp_risks)
     if batch_tokens > 2 * b_crit:
         risks_extra = (*risks_extra, f"warning: batch {batch_tokens:,} tokens is over 2x the critical batch "
                        f"(~{b_crit:,.0f}, Kaplan et al. 2020 prior): extra tokens buy little speed")
-    wd, wd_src = rules.WEIGHT_DECAY
-    risks = list(risks_extra) + _risks(fit, decades, steps, tokens / params)
-    tau = rules.adamw_timescale(lr, wd, steps)
+    if hparams == "probes":
+        wd = float(fam_info.get("weight_decay", 0.0) or 0.0)
+        wd_src = "the probes' own weight decay"
+        warmup = int(fam_info.get("warmup_steps") or rules.warmup_steps(steps))
+        warmup_src = "the probes' own warmup (steps)"
+    else:
+        (wd, wd_src), warmup, warmup_src = rules.WEIGHT_DECAY, rules.warmup_steps(steps), rules.WARMUP
+    # what limits trust in the law comes first, then whether the budget holds, then the rest
+    risks = [f"fit: {w}" for w in fit.warnings] + list(risks_extra) + _risks(fit, decades, steps, tokens / params,
+                                                                             params, tokens)
+    tau = rules.adamw_timescale(lr, wd, steps) if wd > 0 else math.inf
+    if wd > 0 and not TIMESCALE_RANGE[0] <= tau <= TIMESCALE_RANGE[1]:
+        risks.append(f"warning: the AdamW timescale 1/(lr x wd) is {tau:.2g} of the run (sensible: "
+                     f"{TIMESCALE_RANGE[0]:g}-{TIMESCALE_RANGE[1]:g}; Wang & Aitchison 2025): "
+                     + ("weights forget early data" if tau < TIMESCALE_RANGE[0] else "weight decay barely acts"))
+    train_flops = shape.flops_per_token * tokens
+    if train_flops > budget.flops * 1.005:
+        risks.insert(len(fit.warnings), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
+                        f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
     label = _fit_label(fit)
+    shape_src = (f"the probes' shape family (depth {family.depth}, head {family.d_head}, "
+                 f"d_ff {family.ffn_ratio:.3g} x width, vocab {family.vocab_size}, seq {family.seq_len})"
+                 if family.kind == "probe" else
+                 "planner.shape: Llama-style block, aspect ratio rule (Kaplan et al. 2020 Sec. 3.1)")
     sources = {
-        "params": alloc_source.format(fit=label), "tokens": alloc_source.format(fit=label),
+        "params": alloc_source.format(fit=label) + f"; N counts {kind.replace('_', '-')} parameters, as fitted",
+        "tokens": alloc_source.format(fit=label),
         "loss": f"{label}; interval: {interval}",
-        "shape": "planner.shape: Llama-style block, aspect ratio rule (Kaplan et al. 2020 Sec. 3.1)",
+        "shape": shape_src,
         "lr": lr_src, "batch": batch_src + "; rounded to a power-of-two number of sequences",
-        "warmup": rules.WARMUP,
-        "schedule": rules.SCHEDULE, "weight_decay": wd_src + f"; AdamW timescale = {tau:.2g} of the run",
+        "warmup": warmup_src,
+        "schedule": rules.SCHEDULE,
+        "weight_decay": wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),
         "batch_crit": "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens",
     }
     return Plan(
-        variant=variant, budget=budget, params=float(params), tokens=float(tokens), loss=loss,
+        variant=variant, budget=budget, params=params, tokens=float(tokens), loss=loss,
         loss_low=lo, loss_high=hi, loss_interval=interval, shape=shape, batch_tokens=batch_tokens,
-        batch_sequences=seqs, steps=steps, lr=float(lr), warmup_steps=rules.warmup_steps(steps),
+        batch_sequences=seqs, steps=steps, lr=float(lr), warmup_steps=warmup,
         schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades, risks=tuple(risks),
         sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=extra,
     )
@@ -219,8 +374,8 @@ def data_constrained_view(fit, max_samples: int = 200):
                                provenance={**fit.provenance, "data_constrained": "R_D*, R_N* from Muennighoff et al. 2023"})
 
 
-def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int = 2048,
-              vocab_size: int = 32000, hparams="deepseek2024",
+def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int | None = None,
+              vocab_size: int | None = None, hparams=None,
               inference_tokens: float | None = None, unique_tokens: float | None = None) -> Plan:
     """Plan a training run: compute-optimal N and D, loss with interval, shape and optimiser.
 
@@ -228,57 +383,51 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
     ----------
     fit : a :class:`fits.LossSurfaceFit`, a preset name, or a fit JSON path (default: the
         ``besiroglu2024`` preset).
-    budget : a :class:`Budget` or training FLOPs.
+    budget : a :class:`Budget` or training FLOPs. The plan spends it with its shape's own FLOPs
+        per token (attention and readout included), not 6ND.
     level : interval level for loss and allocation (None for none).
-    seq_len, vocab_size : the shape's context length and vocabulary.
-    hparams : learning-rate/batch rule: "deepseek2024" (default), "steplaw2025", or a fitted
-        hyperparameter law.
+    seq_len, vocab_size : override the shape family's context length and vocabulary (a fit of
+        probes plans in the probes' own family; otherwise Llama-style shapes, seq 2048, vocab 32000).
+    hparams : learning-rate/batch rule: "deepseek2024" (default without probes), "steplaw2025",
+        "probes" (the probes' own lr, batch, warmup and weight decay; default for a fit of probes),
+        or a fitted hyperparameter law (used only within ``HPARAM_LAW_MAX_DECADES`` of its data).
     unique_tokens : unique training tokens available. When the compute-optimal plan would repeat
         data, the allocation comes from the data-constrained law (Muennighoff et al. 2023) and the
         plan reports epochs, effective tokens and the repeated-data / double-descent risk.
     inference_tokens : tokens to be served over the model's life; when given, the plan is the
         smaller, longer-trained model with the same predicted loss that minimises training
         plus inference FLOPs (Sardana et al. 2024), and ``plan.extra["compute_optimal"]`` keeps
-        the compute-optimal alternative.
+        the compute-optimal alternative. Its training cost exceeds the budget, and it says so.
 
     Examples
     --------
     >>> p = make_plan(budget=1e21)
     >>> f"{p.params:.3g} {p.tokens:.3g} {p.loss:.4f}"
-    '2.78e+09 6e+10 2.3055'
+    '2.78e+09 5.82e+10 2.3082'
+    >>> abs(p.training_flops / 1e21 - 1) < 1e-9
+    True
     """
     fit = resolve_fit(fit)
     budget = budget if isinstance(budget, Budget) else Budget(budget)
-    for name, v in (("seq_len", seq_len), ("vocab_size", vocab_size)):
-        if not isinstance(v, int) or v < 1:
-            raise InputError(f"{name}: must be a positive integer; got {v!r}")
-    a = fit.allocation(budget.flops, level=level if fit.n_bootstrap else None)
-    N, D = float(a["params"][0]), float(a["tokens"][0])
-    ivs = {f"{k}": float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
-    common = dict(level=level, seq_len=seq_len, vocab_size=vocab_size, hparams=hparams)
-    source = "{fit}; compute-optimal allocation under C = 6ND"
-    rep_extra, rep_risks = {}, ()
+    family = resolve_family(fit, seq_len, vocab_size)
+    if hparams is None:
+        hparams = "probes" if family.kind == "probe" and "lr" in (fit.shape_family or {}) else "deepseek2024"
+    common = dict(level=level, family=family, hparams=hparams)
+    rep_extra, rep_risks, u = {}, (), {}
+    shape, D, ivs, source, edge = _allocate(fit, budget.flops, family, level, {})
     if unique_tokens is not None:
         U = float(unique_tokens)
         if not (math.isfinite(U) and U > 0):
             raise InputError(f"unique_tokens: must be a finite positive number; got {unique_tokens!r}")
         if D > U:  # the plan would repeat data: allocate under the data-constrained law
             fit = data_constrained_view(fit)
-            a = fit.allocation(budget.flops, level=level if fit.n_bootstrap else None, unique_tokens=U)
-            N, D = float(a["params"][0]), float(a["tokens"][0])
-            ivs = {k: float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
-            source = ("{fit}; data-constrained allocation with U = " + f"{U:.3g}"
-                      + " unique tokens (Muennighoff et al. 2023, R_D* and R_N* published)")
-        from fits.repetition import double_descent_risk
-
-        risk = double_descent_risk(N, D, U)
-        rep_extra = {"unique_tokens": U, "epochs": risk.epochs, "effective_tokens": risk.effective_tokens,
-                     "repetition_risk": risk.level, "repetition_recommendation": risk.recommendation}
-        if risk.level in ("medium", "high"):
-            rep_risks = tuple(f"{'HIGH' if risk.level == 'high' else 'warning'}: repeated data: {r}"
-                              for r in risk.reasons) + (f"recommendation: {risk.recommendation}",)
-    optimal = _plan_at(fit, budget, N, D, "compute-optimal", alloc_intervals=ivs, alloc_source=source,
-                       extra=rep_extra, risks_extra=rep_risks, **common)
+            u = {"unique_tokens": U}
+            shape, D, ivs, source, edge = _allocate(fit, budget.flops, family, level, u)
+            source += (f"; data-constrained law with U = {U:.3g} unique tokens (Muennighoff et al. 2023, "
+                       "R_D* and R_N* published)")
+        rep_extra, rep_risks = _repetition(count_params(shape, _n_kind(fit)), D, U)
+    optimal = _plan_at(fit, budget, shape, D, "compute-optimal", alloc_intervals=ivs, alloc_source=source,
+                       extra=rep_extra, risks_extra=(*edge, *rep_risks), **common)
     if inference_tokens is None:
         return optimal
     from .inference import inference_optimal
@@ -286,19 +435,44 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
     T = float(inference_tokens)
     if not (math.isfinite(T) and T > 0):
         raise InputError(f"inference_tokens: must be a finite positive number; got {inference_tokens!r}")
-    n_inf, d_inf = inference_optimal(fit, N, D, T)
-    total_opt = 6 * N * D + 2 * N * T
-    total_inf = 6 * n_inf * d_inf + 2 * n_inf * T
-    train_budget = replace(budget, flops=6 * n_inf * d_inf)
+    N, kind = optimal.params, _n_kind(fit)
+    predict = (lambda n, d: float(fit.predict(n, d, **u)))
+    n_inf, d_inf = inference_optimal(predict, N, D, T)
+    inf_shape = _nearest_shape(family, n_inf, kind)
+    d_inf = _tokens_for(predict, count_params(inf_shape, kind), optimal.loss, d_inf)
+    total_opt = shape.flops_per_token * D + 2 * N * T
+    total_inf = inf_shape.flops_per_token * d_inf + 2 * count_params(inf_shape, kind) * T
+    inf_extra, inf_risks = _repetition(count_params(inf_shape, kind), d_inf, u["unique_tokens"]) if u else ({}, ())
     extra = {"inference_tokens": T, "lifetime_flops": total_inf,
-             "lifetime_flops_saved": 1 - total_inf / total_opt}
-    plan = _plan_at(fit, train_budget, n_inf, d_inf, "inference-aware", alloc_intervals={},
-                    alloc_source=("{fit}; smallest training + inference FLOPs (6ND + 2NT) at the "
+             "lifetime_flops_saved": 1 - total_inf / total_opt, **inf_extra}
+    plan = _plan_at(fit, budget, inf_shape, d_inf, "inference-aware", alloc_intervals={},
+                    alloc_source=("{fit}; smallest training + inference FLOPs (training FLOPs + 2NT) at the "
                                   "compute-optimal plan's loss (Sardana et al. 2024, arXiv:2401.00448)"),
-                    extra=extra, **common)
-    opt = replace(optimal, extra={"inference_tokens": T, "lifetime_flops": total_opt,
+                    extra=extra, risks_extra=inf_risks, **common)
+    opt = replace(optimal, extra={**optimal.extra, "inference_tokens": T, "lifetime_flops": total_opt,
                                   "lifetime_flops_saved": 0.0})
     return replace(plan, extra={**plan.extra, "compute_optimal": opt})
+
+
+def _repetition(n: float, d: float, U: float):
+    """(extra, risks) of training n parameters on d tokens drawn from U unique tokens."""
+    from fits.repetition import double_descent_risk
+
+    risk = double_descent_risk(n, d, U)
+    extra = {"unique_tokens": U, "epochs": risk.epochs, "effective_tokens": risk.effective_tokens,
+             "repetition_risk": risk.level, "repetition_recommendation": risk.recommendation}
+    risks = ()
+    if risk.level in ("medium", "high"):
+        risks = tuple(f"{'HIGH' if risk.level == 'high' else 'warning'}: repeated data: {r}"
+                      for r in risk.reasons) + (f"recommendation: {risk.recommendation}",)
+    return extra, risks
+
+
+def _tokens_for(predict, n: float, target: float, d_hint: float) -> float:
+    from .inference import tokens_for_loss
+
+    d = tokens_for_loss(predict, n, target, d_hint)
+    return d if math.isfinite(d) else d_hint
 
 
 def make_plans(fit=None, budgets=(1e21,), **kwargs) -> list[Plan]:

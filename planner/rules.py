@@ -19,7 +19,7 @@ STEP_LAW = "Step Law 2025, 'Predictable Scale: Part I' (arXiv:2503.04715)"
 def deepseek_lr(C: float) -> float:
     """Rule 1. Peak learning rate lr = 0.3118 C^-0.1250 (DeepSeek LLM 2024, eq. 1).
 
-    C is compute M D with M the non-embedding FLOPs per token (72 n_layer d^2 + 6 n_layer d seq).
+    C is compute M D with M the non-embedding FLOPs per token (72 n_layer d^2 + 12 n_layer d seq, eq. 2).
     Fitted on AdamW runs up to 3e20 FLOPs with a multi-step schedule; published prior.
 
     >>> round(deepseek_lr(1e21) * 1e4, 2)

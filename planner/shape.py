@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 from fits.errors import InputError
 
-__all__ = ["ModelShape", "shape_for_params", "decoder_params", "decoder_flops_per_token"]
+__all__ = ["ModelShape", "shape_for_params", "decoder_params", "decoder_flops_per_token", "probe_d_ff",
+           "ShapeFamily", "family_shapes", "count_params"]
 
 
 def decoder_params(d_model: int, n_layers: int, d_ff: int, vocab_size: int) -> tuple[int, int]:
@@ -30,6 +31,11 @@ def decoder_flops_per_token(d_model: int, n_layers: int, d_ff: int, vocab_size: 
     6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
     non_emb, _ = decoder_params(d_model, n_layers, d_ff, vocab_size)
     return 6.0 * (non_emb + vocab_size * d_model) + 6.0 * n_layers * seq_len * d_model
+
+
+def probe_d_ff(width: int, ffn_ratio: float = 8 / 3) -> int:
+    """MLP width of the probe family: ffn_ratio x width rounded to a multiple of 8 (at least 8)."""
+    return max(8, int(round(ffn_ratio * width / 8)) * 8)
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,9 @@ def _target_aspect(n: float) -> float:
 
 
 def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
-                     tolerance: float = 0.02) -> ModelShape:
-    """The shape whose total parameter count is within ``tolerance`` of ``n`` and whose aspect
-    ratio is closest to common practice.
+                     tolerance: float = 0.02, kind: str = "total") -> ModelShape:
+    """The shape whose parameter count (``kind``: "total" or "non_embedding") is within
+    ``tolerance`` of ``n`` and whose aspect ratio is closest to common practice.
 
     d_model runs over multiples of the head size; for each depth the MLP width (a multiple of 64,
     or 16 below d_model 512, between 2 and 4 d_model, around SwiGLU's 8/3) is solved to hit ``n``.
@@ -96,7 +102,7 @@ def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
             d_head = 16 if d_model < 128 else 32 if d_model < 256 else 64 if d_model < 1024 else 128
             if d_model % d_head:
                 continue
-            emb = 2 * vocab_size * d_model + d_model
+            emb = 2 * vocab_size * d_model + d_model if kind != "non_embedding" else d_model
             per_layer = (n - emb) / n_layers - 4 * d_model * d_model - 2 * d_model
             if per_layer <= 0:
                 continue
@@ -105,14 +111,57 @@ def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
             if not 2 * d_model <= d_ff <= 4 * d_model:
                 continue
             shape = ModelShape(d_model, n_layers, d_model // d_head, d_head, d_ff, vocab_size, seq_len)
-            err = abs(shape.params / n - 1)
+            err = abs(count_params(shape, kind) / n - 1)
             if err > tolerance:
                 continue
             score = abs(math.log(d_model / n_layers / aspect)) + abs(math.log(d_ff / (8 / 3 * d_model))) + 10 * err
             if score < best_score:
                 best, best_score = shape, score
     if best is None:
-        raise InputError(f"params: no decoder shape with vocab {vocab_size} comes within "
-                         f"{tolerance:.0%} of {n:.3g} parameters (the embeddings alone hold "
-                         f"{2 * vocab_size * 64:.3g}); use a smaller vocabulary")
+        raise InputError(f"params: no Llama-style decoder shape with vocab {vocab_size} comes within "
+                         f"{tolerance:.0%} of {n:.3g} {'non-embedding' if kind == 'non_embedding' else 'total'} "
+                         f"parameters (the smallest holds {2 * vocab_size * 16:.3g} in its embeddings); give the "
+                         "vocabulary your runs use (--vocab), or plan from a fit of probes, whose shape family "
+                         "reaches probe sizes")
     return best
+
+
+def count_params(shape: ModelShape, kind: str) -> int:
+    """The parameter count a fit's N means: "non_embedding", or "total"/"unspecified" (total)."""
+    return shape.non_embedding_params if kind == "non_embedding" else shape.params
+
+
+@dataclass(frozen=True)
+class ShapeFamily:
+    """How the planner builds shapes.
+
+    ``kind="llama"``: production rules (:func:`shape_for_params`: aspect ratio, head size by
+    width). ``kind="probe"``: the probe runner's own family (``probes.config.ModelConfig``): a
+    fixed depth and head size, MLP width from ``ffn_ratio``, width a multiple of the head size,
+    so that a planned model can be trained by the probe runner as it is.
+    """
+
+    kind: str = "llama"
+    vocab_size: int = 32000
+    seq_len: int = 2048
+    depth: int = 2
+    d_head: int = 16
+    ffn_ratio: float = 8 / 3
+
+    def __post_init__(self):
+        if self.kind not in ("llama", "probe"):
+            raise InputError(f"family: must be 'llama' or 'probe'; got {self.kind!r}")
+        for name in ("vocab_size", "seq_len", "depth", "d_head"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise InputError(f"{name}: must be a positive integer; got {v!r}")
+
+    def shape(self, width: int) -> ModelShape:
+        """The probe-family shape of a given width."""
+        return ModelShape(width, self.depth, width // self.d_head, self.d_head, probe_d_ff(width, self.ffn_ratio),
+                          self.vocab_size, self.seq_len)
+
+
+def family_shapes(family: ShapeFamily, max_width: int = 16384) -> list[ModelShape]:
+    """Every probe-family shape from one head wide to ``max_width``."""
+    return [family.shape(w) for w in range(family.d_head, max_width + 1, family.d_head)]

@@ -19,9 +19,11 @@ def main():
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Concurrent probe processes (several small probes share one GPU well).")
 @click.option("--device", default=None, help="Override train.device (cpu, cuda, auto).")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch CPU threads per probe process [default: CPU cores / workers].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @guarded
-def run_cmd(grid, out, workers, device, quiet):
+def run_cmd(grid, out, workers, device, threads, quiet):
     """Run every probe of GRID (a TOML file, or a built-in grid name; default: `default`).
     Finished runs are skipped; interrupted ones resume from their last checkpoint."""
     import dataclasses
@@ -31,11 +33,18 @@ def run_cmd(grid, out, workers, device, quiet):
     configs = load_grid(grid)
     if device:
         configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, device=device)) for c in configs]
-    statuses = run_sweep(configs, out, workers=workers, progress=not quiet)
+    statuses = run_sweep(configs, out, workers=workers, progress=not quiet, threads=threads)
     counts = {}
     for s in statuses.values():
+        s = s.split(":")[0]
         counts[s] = counts.get(s, 0) + 1
     click.echo(f"{len(configs)} runs in {out}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    failed = {k: s for k, s in statuses.items() if s.startswith("failed")}
+    if failed:
+        for k, s in failed.items():
+            click.echo(f"run {k} {s}", err=True)
+        click.echo("`probe run` again retries the failed runs (interrupted ones resume)", err=True)
+        raise SystemExit(1)
 
 
 @main.command("status")
@@ -69,18 +78,21 @@ def export_cmd(out, csv, final_only):
 
 @main.command("design")
 @click.option("--budget", type=float, required=True, help="Total probe compute (FLOPs).")
-@click.option("--depth", default=4, show_default=True, type=int)
-@click.option("--budgets", "n_budgets", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--sizes", default=4, show_default=True, type=click.IntRange(min=2), help="Model sizes per budget.")
+@click.option("--depth", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--budgets", "n_budgets", default=4, show_default=True, type=click.IntRange(min=1),
+              help="isoFLOP levels.")
+@click.option("--ratio", default=2.0, show_default=True, type=click.FloatRange(min=1.0, min_open=True),
+              help="Compute ratio between neighbouring levels.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid here (TOML).")
 @guarded
-def design_cmd(budget, depth, n_budgets, sizes, out):
-    """Propose an isoFLOP probe grid that spends BUDGET FLOPs."""
+def design_cmd(budget, depth, n_budgets, ratio, out):
+    """Propose an isoFLOP probe ladder that spends BUDGET FLOPs: one WSD run per width records every
+    level it reaches (4-500 tokens per parameter) by branch cooldowns."""
     from fits._io import atomic_write_text
 
     from .sweep import design_grid
 
-    text = design_grid(budget, depth=depth, n_budgets=n_budgets, sizes_per_budget=sizes)
+    text = design_grid(budget, depth=depth, n_budgets=n_budgets, ratio=ratio)
     if out:
         atomic_write_text(Path(out), text + "\n")
         click.echo(f"wrote {out}")

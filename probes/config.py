@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from fits.errors import InputError
-from planner.shape import decoder_flops_per_token, decoder_params
+from planner.shape import decoder_flops_per_token, decoder_params, probe_d_ff
 
 __all__ = ["ModelConfig", "TrainConfig", "DataConfig", "ProbeConfig"]
 
@@ -66,7 +66,7 @@ class ModelConfig:
 
     @property
     def d_ff(self) -> int:
-        return max(8, int(round(self.ffn_ratio * self.width / 8)) * 8)
+        return probe_d_ff(self.width, self.ffn_ratio)
 
     @property
     def width_mult(self) -> float:
@@ -130,8 +130,9 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     schedule: str = "wsd"
-    warmup_frac: float = 0.05
-    cooldown_frac: float = 0.2
+    warmup_frac: float = 0.05      # of the *shortest* token count, unless warmup_steps is set
+    warmup_steps: int | None = None
+    cooldown_frac: float = 0.2     # of each token count's own steps
     grad_clip: float = 1.0
     seed: int = 0
     eval_every: int = 100
@@ -142,6 +143,7 @@ class TrainConfig:
     compile: bool = False
     checkpoint_every: int = 200
     save_model: bool = False       # save the final model with save_pretrained (transformers layout)
+    threads: int = 0               # torch CPU threads (0: torch's default); recorded, not hashed
 
     def __post_init__(self):
         toks = tuple(int(t) for t in self.tokens)
@@ -157,6 +159,17 @@ class TrainConfig:
             raise InputError(f"train.schedule: must be 'wsd' or 'cosine'; got {self.schedule!r}")
         if not 0 <= self.warmup_frac < 1 or not 0 < self.cooldown_frac <= 1:
             raise InputError("train.warmup_frac/cooldown_frac: must be fractions of the run")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 1):
+            raise InputError(f"train.warmup_steps: must be a positive integer; got {self.warmup_steps!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise InputError(f"train.threads: must be a non-negative integer; got {self.threads!r}")
+
+    def warmup_for(self, steps_per_count: list[int]) -> int:
+        """Warmup steps: ``warmup_steps`` when set, else ``warmup_frac`` of the shortest count, so
+        that every branch has a stable phase and a standalone run of any count can match it."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return max(1, round(self.warmup_frac * min(steps_per_count)))
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,7 @@ class ProbeConfig:
     def key(self) -> str:
         """Hash of the resolved config (device and compile excluded: they do not change results)."""
         d = self.to_dict()
-        for k in ("device", "compile", "checkpoint_every", "save_model"):
+        for k in ("device", "compile", "checkpoint_every", "save_model", "threads"):
             d["train"].pop(k)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -17,8 +17,8 @@ Grid file::
     [data]
     corpus = "stdlib"
 
-    [[run]]                 # optional explicit runs (flat keys), e.g. an isoFLOP design
-    width = 128
+    [[run]]                 # optional explicit runs (flat keys), e.g. an isoFLOP ladder;
+    width = 128             # with [[run]] entries, each run is crossed with the [grid] axes
     tokens = [300000]
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["expand_grid", "load_grid", "run_sweep", "sweep_status", "export_results", "design_grid",
-           "DEFAULT_GRIDS"]
+           "DEFAULT_GRIDS", "default_threads", "ladder_runs", "ladder_toml"]
 
 DEFAULT_GRIDS = Path(__file__).with_name("grids")
 _SECTION = {f: "model" for f in ModelConfig.__dataclass_fields__}
@@ -90,12 +90,13 @@ def expand_grid(spec: dict) -> list[ProbeConfig]:
         else:
             axes["tokens"] = [[t] for t in tokens]
     configs = []
-    if axes:
-        keys = list(axes)
-        for combo in itertools.product(*(axes[k] for k in keys)):
-            configs.append(_config(spec, dict(zip(keys, combo))))
-    for r in spec.get("run", []):
-        configs.append(_config(spec, r))
+    keys = list(axes)
+    combos = [dict(zip(keys, c)) for c in itertools.product(*(axes[k] for k in keys))] if axes else [{}]
+    runs = spec.get("run", [])
+    if runs:  # explicit runs, each crossed with the [grid] axes (e.g. seeds)
+        configs = [_config(spec, {**combo, **r}) for r in runs for combo in combos]
+    elif axes:
+        configs = [_config(spec, combo) for combo in combos]
     if not configs:
         configs.append(_config(spec, {}))
     seen, unique = set(), []
@@ -123,11 +124,12 @@ def load_grid(path) -> list[ProbeConfig]:
 
 def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None):
     """Train one config unless another process holds its lock. Returns (key, status)."""
+    import dataclasses
+
     from .train import train_probe
 
     if threads:
-        import torch
-        torch.set_num_threads(threads)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
     run_dir = out / cfg.key()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "lock", "w") as lock:
@@ -135,16 +137,37 @@ def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return cfg.key(), "busy"
+        import os
+
+        lock.write(f"{os.getpid()}\n")  # who trains this run (read by `probe status` users and tests)
+        lock.flush()
         if (run_dir / "done.json").exists():
             return cfg.key(), "skipped"
         res = train_probe(cfg, out, progress=progress)
         return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
-def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool = True) -> dict:
-    """Run every config (skipping finished ones); ``workers`` processes share the machine."""
+def default_threads(workers: int) -> int:
+    """CPU threads per probe process: the cores shared evenly (torch's default of all cores per
+    process oversubscribes the machine when several probes run at once, ~100x slower)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool = True,
+              threads: int | None = None, attempts: int = 2) -> dict:
+    """Run every config (skipping finished ones); ``workers`` processes share the machine.
+
+    ``threads``: torch CPU threads per process (default: the cores divided among the workers).
+    A worker that dies (killed, out of memory) fails its own run, not the sweep: the pool is
+    restarted and unfinished runs are tried again (resuming from their checkpoints) up to
+    ``attempts`` times; a run that still has not finished, or that raised an error, is reported
+    as ``failed: <why>``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    threads = threads or default_threads(workers)
     # tokenise the corpus once, before workers start
     from .data import load_corpus
     for data_cfg in {c.data for c in configs}:
@@ -156,19 +179,43 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
         bar = tqdm(total=len(configs), desc="sweep", unit="run")
     if workers <= 1:
         for c in configs:
-            k, s = _run_locked(c, out, progress, None)
+            try:
+                k, s = _run_locked(c, out, progress, threads)
+            except Exception as exc:  # noqa: BLE001 - one run's failure is recorded, the sweep goes on
+                k, s = c.key(), f"failed: {type(exc).__name__}: {exc}"
             statuses[k] = s
             bar.update(1) if bar else None
     else:
         import multiprocessing as mp
-        import os
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            for k, s in ex.map(_run_locked, configs, [out] * len(configs), [False] * len(configs),
-                               [threads] * len(configs)):
-                statuses[k] = s
+        pending = list(configs)
+        tries = {c.key(): 0 for c in configs}
+        while pending:
+            broken = []
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+                futures = {ex.submit(_run_locked, c, out, False, threads): c for c in pending}
+                for fut, c in futures.items():
+                    try:
+                        k, s = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(c)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - the run failed, not the sweep
+                        k, s = c.key(), f"failed: {type(exc).__name__}: {exc}"
+                    statuses[k] = s
+                    bar.update(1) if bar else None
+            pending = []
+            for c in broken:
+                tries[c.key()] += 1
+                if (out / c.key() / "done.json").exists():
+                    statuses[c.key()] = "trained"
+                elif tries[c.key()] >= attempts:
+                    statuses[c.key()] = f"failed: its worker died {attempts} times"
+                else:
+                    pending.append(c)
+                    continue
                 bar.update(1) if bar else None
     if bar:
         bar.close()
@@ -224,37 +271,91 @@ def export_results(out, path=None, final_only: bool = False):
     return df
 
 
-def design_grid(budget: float, widths=(32, 48, 64, 96, 128, 192, 256, 384, 512), depth: int = 4,
-                n_budgets: int = 3, sizes_per_budget: int = 4, ratio: float = 4.0,
-                seq_len: int = 128, batch_size: int = 16, base: dict | None = None) -> str:
-    """An isoFLOP probe design as TOML: ``n_budgets`` compute levels ``ratio`` apart whose runs
-    (``sizes_per_budget`` widths around 20 tokens per parameter) cost ``budget`` FLOPs in all."""
+LADDER_WIDTHS = (32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
+LADDER_LEVELS = (4e11, 8e11, 1.6e12, 3.2e12)  # the default CPU ladder (probes/grids/default.toml)
+
+
+def ladder_runs(levels, widths=LADDER_WIDTHS, depth: int = 2,
+                tpp_range=(4.0, 500.0), seq_len: int = 128, batch_size: int = 8, d_head: int = 16,
+                vocab_size: int = 257) -> list[dict]:
+    """An isoFLOP ladder as runs: for every width, the token counts at which it spends each compute
+    level of ``levels`` (FLOPs) with tokens per parameter inside ``tpp_range``. One WSD run per
+    width records all its levels by branch cooldowns, so the ladder costs about one run per width
+    at its highest level. Token counts are whole optimizer steps.
+
+    Returns a list of {"width", "tokens": [...], "levels": [...], "cost"} (widths with < 1 level dropped).
+    """
+    step_tokens = seq_len * batch_size
+    runs = []
+    for w in widths:
+        m = ModelConfig(width=w, depth=depth, d_head=d_head, base_width=min(widths), seq_len=seq_len,
+                        vocab_size=vocab_size)
+        toks, lv = [], []
+        for c in sorted(levels):
+            steps = round(c / m.flops_per_token / step_tokens)
+            tokens = steps * step_tokens
+            if steps >= 1 and tpp_range[0] <= tokens / m.params_total <= tpp_range[1]:
+                toks.append(tokens)
+                lv.append(c)
+        if toks:
+            runs.append({"width": w, "tokens": toks, "levels": lv, "cost": toks[-1] * m.flops_per_token})
+    return runs
+
+
+def ladder_toml(levels=LADDER_LEVELS, header: str = "", warmup_steps: int = 32, lr: float = 0.01, seeds=(0,),
+                eval_batches: int = 32, widths=LADDER_WIDTHS, depth: int = 2, seq_len: int = 128,
+                batch_size: int = 8, tpp_range=(4.0, 500.0), base_width: int = 16) -> str:
+    """A probe grid (TOML) for :func:`ladder_runs`; every run shares one warmup length in steps.
+
+    Defaults are the measured choices for CPU probes (byte tokens, seq 128): 8 sequences a step
+    (1024 tokens, near the critical batch: 16 sequences lost 4% loss at equal tokens), lr 0.01 at
+    base width 16 (best of 0.005, 0.01, 0.02), a 32-step warmup that every branch shares."""
+    runs = ladder_runs(levels, widths=widths, depth=depth, tpp_range=tpp_range, seq_len=seq_len,
+                       batch_size=batch_size)
+    if not runs:
+        raise InputError(f"levels: no width in {list(widths)} reaches any of the compute levels "
+                         f"{[f'{c:.3g}' for c in levels]} with {tpp_range} tokens per parameter")
+    lines = [f"# {line}" for line in header.splitlines()] + [
+        "# isoFLOP ladder: compute levels " + ", ".join(f"{c:.3g}" for c in sorted(levels)) + " FLOPs;",
+        "# one WSD run per width records every level it reaches (branch cooldowns); "
+        f"total {sum(r['cost'] for r in runs):.3g} FLOPs",
+        "[grid]", f"seed = {list(seeds)}", "",
+        "[model]", f"depth = {depth}", "d_head = 16", f"base_width = {base_width}", f"seq_len = {seq_len}", "",
+        "[train]", f"lr = {lr}", f"batch_size = {batch_size}", f"warmup_steps = {warmup_steps}",
+        f"eval_batches = {eval_batches}", "eval_every = 1000000", 'schedule = "wsd"', "",
+        "[data]", 'corpus = "stdlib"', 'tokenizer = "byte"', ""]
+    for r in runs:
+        lines += ["[[run]]", f"width = {r['width']}", f"tokens = {r['tokens']}",
+                  "# levels " + ", ".join(f"{c:.3g}" for c in r["levels"]), ""]
+    return "\n".join(lines)
+
+
+def design_grid(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: int = 4, ratio: float = 2.0,
+                seq_len: int = 128, batch_size: int = 8, base: dict | None = None) -> str:
+    """An isoFLOP ladder (TOML) of ``n_budgets`` compute levels ``ratio`` apart whose runs cost
+    ``budget`` FLOPs in all (see :func:`ladder_runs`): the top level is solved for by bisection."""
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise InputError(f"budget: must be a finite positive number of FLOPs; got {budget!r}")
-    weights = [ratio ** -i for i in range(n_budgets)]
-    c_top = budget / (sizes_per_budget * sum(weights))
-    levels = sorted(c_top * w for w in weights)
-    step_tokens = seq_len * batch_size
-    lines = ["# isoFLOP probe design: " + f"total {budget:.3g} FLOPs, budgets " +
-             ", ".join(f"{c:.3g}" for c in levels),
-             "[model]", f"depth = {depth}", f"seq_len = {seq_len}", f"base_width = {min(widths)}", "",
-             "[train]", f"batch_size = {batch_size}", "schedule = \"wsd\"", ""]
-    for k, v in (base or {}).items():
-        lines.insert(0, f"# {k} = {v}")
-    runs = 0
-    for c in levels:
-        cands = []
-        for w in widths:
-            m = ModelConfig(width=w, depth=depth, d_head=16, base_width=min(widths), seq_len=seq_len)
-            tokens = c / m.flops_per_token
-            if tokens >= step_tokens:
-                cands.append((abs(math.log(tokens / m.params_total / 20.0)), w, int(tokens)))
-        for _, w, tokens in sorted(sorted(cands)[:sizes_per_budget], key=lambda t: t[1]):
-            lines += ["[[run]]", f"width = {w}", f"tokens = [{tokens}]", f"# budget {c:.3g} FLOPs", ""]
-            runs += 1
-    if runs == 0:
-        smallest = ModelConfig(width=min(widths), depth=depth, d_head=16, base_width=min(widths), seq_len=seq_len)
-        raise InputError(f"budget: {budget:.3g} FLOPs spread over {n_budgets} budgets x {sizes_per_budget} "
-                         f"runs leaves at most {c_top:.3g} FLOPs per run, less than one training step of the "
-                         f"smallest probe ({smallest.flops_per_token * step_tokens:.3g} FLOPs)")
-    return "\n".join(lines)
+    kw = dict(widths=widths, depth=depth, seq_len=seq_len, batch_size=batch_size)
+
+    def levels(top):
+        return [top / ratio ** i for i in range(n_budgets)][::-1]
+
+    def cost(top):
+        return sum(r["cost"] for r in ladder_runs(levels(top), **kw))
+
+    smallest = ModelConfig(width=min(widths), depth=depth, d_head=16, base_width=min(widths), seq_len=seq_len)
+    one_step = smallest.flops_per_token * seq_len * batch_size
+    lo, hi = math.log(one_step), math.log(max(budget, one_step) * 10)
+    if cost(math.exp(hi)) < budget * 0.5 or budget < one_step:
+        raise InputError(f"budget: {budget:.3g} FLOPs is less than one training step of the smallest probe "
+                         f"({one_step:.3g} FLOPs) or outside what widths {min(widths)}-{max(widths)} can spend")
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cost(math.exp(mid)) <= budget else (lo, mid)
+    top = math.exp(lo)
+    if not ladder_runs(levels(top), **kw):
+        raise InputError(f"budget: {budget:.3g} FLOPs leaves no run with at least one training step "
+                         f"(one step of the smallest probe costs {one_step:.3g} FLOPs)")
+    header = "\n".join(f"{k} = {v}" for k, v in (base or {}).items())
+    return ladder_toml(levels(top), header=header, **kw)

@@ -35,7 +35,19 @@ from .mup import make_optimizer
 
 __all__ = ["train_probe", "resolve_device", "device_peak_flops", "RunResult"]
 
-CODE_VERSION = "0.1.0"
+CODE_VERSION = "0.2.0"
+
+
+def _versions() -> dict:
+    import platform
+
+    import transformers
+
+    return {"torch_version": torch.__version__, "transformers_version": transformers.__version__,
+            "python_version": platform.python_version()}
+
+
+_VERSIONS: dict = {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,12 +84,14 @@ class _Schedule:
     """Learning-rate multiplier: linear warmup, constant, linear cooldown to 0 at ``end``."""
 
     def __init__(self, cfg, steps_per_count: list[int]):
-        self.warmup = max(1, round(cfg.warmup_frac * steps_per_count[-1]))  # of the longest count
+        self.warmup = cfg.warmup_for(steps_per_count)
         self.cooldown_frac = cfg.cooldown_frac
         self.kind = cfg.schedule
         self.total = steps_per_count[-1]
 
     def cooldown_start(self, end: int) -> int:
+        """First cooldown step of a branch ending at ``end`` (it keeps a stable phase after warmup
+        whenever the count allows one)."""
         return max(self.warmup, end - max(1, round(self.cooldown_frac * end)))
 
     def __call__(self, step: int, end: int) -> float:
@@ -233,12 +247,14 @@ class _Trainer:
             "tokens_per_s": tps,
             "mfu": tps * m.flops_per_token / self.peak if self.peak else float("nan"),
             "grad_noise_scale": float("nan"), "diverged": self.diverged,
-            "parametrization": m.parametrization, "base_width": m.base_width,
+            "parametrization": m.parametrization, "base_width": m.base_width, "base_depth": m.base_depth,
+            "d_head": m.d_head, "ffn_ratio": m.ffn_ratio, "eval_batches": t.eval_batches,
             "unique_tokens": self.batches.unique_tokens, "epoch": tokens / self.batches.unique_tokens,
             "label_noise": d.label_noise, "weight_decay": t.weight_decay,
             "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": m.vocab_size,
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-            "code_version": CODE_VERSION,
+            "warmup_steps": self.schedule.warmup, "threads": torch.get_num_threads(),
+            "code_version": CODE_VERSION, **_VERSIONS,
         }
         row.update(extra)
         return row
@@ -269,6 +285,10 @@ def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
     key = cfg.key()
     run_dir = Path(out) / key
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if not _VERSIONS:
+        _VERSIONS.update(_versions())
     if (run_dir / "done.json").exists():
         done = json.loads((run_dir / "done.json").read_text())
         return RunResult(key, run_dir, done["rows"], done["diverged"], False)

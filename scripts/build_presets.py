@@ -27,13 +27,13 @@ CHINCHILLA_RANGE = dict(N_min=5.73e7, N_max=1.62e10, D_min=8.19e8, D_max=3.18e11
                         C_min=1.4e18, C_max=1.3e22, loss_min=2.0, loss_max=3.4, n_budgets=16)
 
 
-def base(form, params, data_range, n_points, citation, title, notes, url):
+def base(form, params, data_range, n_points, citation, title, notes, url, n_kind="total"):
     return {
         "schema": "scaling-planner/loss-surface-fit", "schema_version": 1,
         "form": form, "params": params, "objective": 0.0, "success": True,
         "message": "published point estimates", "n_points": n_points, "data_range": data_range,
         "residual_scale": 0.0, "residuals": [], "bootstrap_params": None, "conformal_scores": None,
-        "fixed": [], "diagnostics": [], "options": {"seed": 0},
+        "fixed": [], "diagnostics": [], "options": {"seed": 0, "n_definition": {"kind": n_kind}},
         "provenance": {"source": citation},
         "preset": {"title": title, "citation": citation, "url": url, "notes": notes},
     }
@@ -53,7 +53,7 @@ def besiroglu2024():
     rep = fit.to_dict()
     for key in ("residual_scale", "residuals", "bootstrap_params", "conformal_scores", "data_range"):
         d[key] = rep[key]
-    d["options"] = {**rep["options"], "columns": None}
+    d["options"] = {**rep["options"], "columns": None, "n_definition": {"kind": "total"}}
     d["provenance"]["replication"] = {"params": rep["params"], "objective": rep["objective"],
                                       "code_version": rep["provenance"]["code_version"]}
     return d
@@ -77,11 +77,15 @@ def hoffmann2022_unrounded():
 def kaplan2020():
     rng = dict(N_min=768.0, N_max=1.5e9, D_min=2.2e7, D_max=2.3e10, C_min=1e11, C_max=2e20,
                loss_min=2.0, loss_max=6.0, n_budgets=0)
-    return base("kaplan", dict(N_c=8.8e13, D_c=5.4e13, alpha_N=0.076, alpha_D=0.095), rng, 0,
-                "Kaplan et al. 2020, 'Scaling Laws for Neural Language Models', arXiv:2001.08361, eq. 1.5",
+    return base("kaplan", dict(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103), rng, 0,
+                "Kaplan et al. 2020, 'Scaling Laws for Neural Language Models', arXiv:2001.08361, eq. 1.5 "
+                "with the joint-fit constants of Table 2",
                 "Kaplan et al. 2020", "N counts non-embedding parameters; loss in nats/token on WebText2 "
-                "(not comparable to the Chinchilla presets). Data range approximate. No uncertainty.",
-                "https://arxiv.org/abs/2001.08361")
+                "(not comparable to the Chinchilla presets). The joint law L(N, D) (alpha_N 0.076, "
+                "alpha_D 0.103, N_c 6.4e13, D_c 1.8e13), not the single-variable fits; the plan is the "
+                "minimum of that law under C = 6ND, which is not Kaplan's compute-efficient frontier "
+                "(their Sec. 6, N ~ C^0.73). Data range approximate. No uncertainty.",
+                "https://arxiv.org/abs/2001.08361", n_kind="non_embedding")
 
 
 def muennighoff2023():

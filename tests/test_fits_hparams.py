@@ -69,7 +69,7 @@ def test_json_round_trip_and_planner_use(tmp_path):
     path = hp.to_json(tmp_path / "hp.json")
     back = load_hparams(path)
     pd.testing.assert_frame_equal(back.predict(2e6, 2e8), hp.predict(2e6, 2e8))
-    plan = make_plan(budget=1e19, hparams=back)
+    plan = make_plan(budget=3e17, hparams=back)
     assert "fitted hyperparameter law" in plan.sources["lr"]
     assert plan.intervals["lr_low"] <= plan.lr <= plan.intervals["lr_high"]
     assert "report" and "lr_opt" in hp.report()
@@ -110,3 +110,25 @@ def test_transfer_verdicts():
     assert bad.drift == pytest.approx(-1.0, abs=0.1)
     assert bad.drift_interval[0] <= bad.drift <= bad.drift_interval[1]
     assert "transfer" in good.report()
+
+
+def test_a_fitted_law_is_used_only_near_the_data_it_was_fitted_on():
+    hp = fit_hyperparameters(sweep(), bootstrap=50)
+    r = hp.data_range
+    inside = make_plan(budget=3e17, hparams=hp)  # N, D within a decade of the law's cells
+    assert "fitted hyperparameter law" in inside.sources["lr"]
+    assert not any("published prior instead" in x for x in inside.risks)
+    far = make_plan(budget=1e24, hparams=hp)
+    assert far.shape.non_embedding_params > 10 * r["N_max"]
+    assert "DeepSeek" in far.sources["lr"] and "fitted hyperparameter law" not in far.sources["lr"]
+    why = [x for x in far.risks if "published prior instead" in x]
+    assert len(why) == 1 and "decades beyond" in why[0]
+
+
+def test_plan_sanity_checks_steps_and_adamw_timescale():
+    p = make_plan(budget=1e13, vocab_size=257, seq_len=32768)  # one sequence a step: few steps
+    assert p.steps < 1000 and any("optimizer steps" in x for x in p.risks)
+    from planner import rules
+    tau = rules.adamw_timescale(p.lr, p.weight_decay, p.steps)
+    flagged = any("AdamW timescale" in x for x in p.risks)
+    assert flagged == (not 0.05 <= tau <= 5.0)

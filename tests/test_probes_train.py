@@ -1,5 +1,6 @@
 """Probe training on CPU: tiny runs, WSD branches, determinism, kill-and-resume, export, bad input."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -230,7 +231,18 @@ def test_cli_run_status_export_design(tmp_path):
     res = runner.invoke(probe_cli, ["export", str(out), str(tmp_path / "r.csv"), "--final-only"])
     assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "r.csv")) == 1
     res = runner.invoke(probe_cli, ["design", "--budget", "1e15"])
-    assert res.exit_code == 0 and res.output.count("[[run]]") == 12
+    assert res.exit_code == 0
+    from probes.sweep import expand_grid
+    import tomllib
+    configs = expand_grid(tomllib.loads(res.output))
+    total = sum(c.model.flops_per_token * c.train.tokens[-1] for c in configs)
+    assert total == pytest.approx(1e15, rel=0.05)  # the design spends the budget
+    per_level = {}
+    for c in configs:  # every level gathers the widths that reach it
+        for t in c.train.tokens:
+            level = round(math.log10(c.model.flops_per_token * t), 1)
+            per_level.setdefault(level, set()).add(c.model.width)
+    assert len(per_level) >= 3 and sum(len(w) >= 3 for w in per_level.values()) >= 3
     bad = tmp_path / "bad.toml"
     bad.write_text("[grid]\nwidht = [32]\n")
     res = runner.invoke(probe_cli, ["run", str(bad), "--out", str(out)])
@@ -259,4 +271,81 @@ def test_two_workers_share_a_sweep(tmp_path):
     statuses = run_sweep(configs, tmp_path, workers=2, progress=False)
     assert sorted(statuses.values()) == ["trained", "trained"]
     df = export_results(tmp_path, final_only=True)
+    assert sorted(df["width"]) == [32, 48]
+
+
+# --- schedules that measure the model, threads, dead workers ---------------------------------
+
+def test_warmup_is_a_fraction_of_the_shortest_branch_and_recorded():
+    from probes.train import _Schedule
+
+    t = cfg(train={"tokens": [8192, 65536], "warmup_frac": 0.25}).train
+    sched = _Schedule(t, [32, 256])
+    assert sched.warmup == 8                            # 25% of the shortest count, not the longest
+    assert sched.cooldown_start(32) > sched.warmup      # the short branch keeps a stable phase
+    assert _Schedule(cfg(train={"warmup_steps": 5}).train, [32, 256]).warmup == 5
+
+
+def test_branch_equals_a_standalone_run_of_that_length(tmp_path, cache):
+    """A branch's end-of-cooldown loss is what a standalone run of that size and length reaches:
+    same warmup, same stable phase, same cooldown (bit-for-bit here: same seed, same data)."""
+    both = train_probe(cfg(train={"tokens": [8192, 16384], "warmup_steps": 4}), tmp_path / "a", cache,
+                       progress=False)
+    alone = train_probe(cfg(train={"tokens": [8192], "warmup_steps": 4}), tmp_path / "b", cache,
+                        progress=False)
+    b, a = rows(both), rows(alone)
+    branch = b[b["final"] & (b["tokens"] == 8192)]["val_loss"].iloc[0]
+    standalone = a[a["final"]]["val_loss"].iloc[0]
+    assert branch == pytest.approx(standalone, abs=1e-4)
+
+
+def test_rows_record_threads_versions_and_schedule(tmp_path, cache):
+    r = train_probe(cfg(train={"threads": 1, "tokens": [4096]}), tmp_path, cache, progress=False)
+    df = rows(r)
+    assert (df["threads"] == 1).all() and (df["torch_version"] == torch.__version__).all()
+    for col in ("transformers_version", "python_version", "warmup_steps", "d_head", "ffn_ratio", "base_depth"):
+        assert col in df, col
+    # threads do not change the run's identity
+    assert cfg(train={"threads": 1}).key() == cfg(train={"threads": 2}).key()
+
+
+def test_a_run_that_fails_does_not_fail_the_sweep(tmp_path):
+    from probes.sweep import run_sweep
+
+    good = expand_grid({"grid": {"width": [32], "tokens": [2048]},
+                        "model": {"depth": 1, "base_width": 16, "seq_len": 32}, "train": {"batch_size": 8}})
+    bad = expand_grid({"grid": {"width": [32], "tokens": [2048]},
+                       "model": {"depth": 1, "base_width": 16, "seq_len": 32, "vocab_size": 10},
+                       "train": {"batch_size": 8}})  # the byte corpus needs 257 tokens: this run fails
+    statuses = run_sweep(good + bad, tmp_path, workers=2, progress=False)
+    assert statuses[good[0].key()] == "trained"
+    assert statuses[bad[0].key()].startswith("failed")
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_its_run_not_the_sweep(tmp_path):
+    """kill -9 one worker of a two-worker sweep: the sweep restarts the pool, the killed run resumes
+    from its checkpoint, and `probe run` ends normally with both runs done."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nwidth = [32, 48]\ntokens = [400000]\n[model]\ndepth = 1\nbase_width = 16\n'
+                    'seq_len = 32\n[train]\nbatch_size = 8\neval_every = 400\ncheckpoint_every = 50\n')
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "probes.cli", "run", str(grid), "--out", str(out),
+                             "--workers", "2", "--threads", "1", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline:
+        for lock in out.glob("*/lock"):
+            text = lock.read_text().strip()
+            if text and (lock.parent / "ckpt.pt").exists():
+                victim = int(text)
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no worker started"
+    os.kill(victim, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output and "BrokenProcessPool" not in output
+    assert "2 runs" in output
+    df = export_results(out, final_only=True)
     assert sorted(df["width"]) == [32, 48]

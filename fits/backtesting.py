@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._data import budget_groups, surface_data
+from ._data import budget_groups, budget_of, surface_data
 from .errors import InputError
 from .isoflop import parabola_vertex
 from .surface import LossSurfaceFit, fit_loss_surface
@@ -97,7 +97,7 @@ def backtest(df, n: str = "params", d: str | None = "tokens", loss: str = "loss"
         raise InputError(f"holdout: must be a positive integer; got {holdout!r}")
     frame = surface_data(df, n=n, d=d, loss=loss, flops=flops,
                          extra={"U": fit_kwargs["unique_tokens"]} if fit_kwargs.get("unique_tokens") else None)
-    groups = budget_groups(frame["C"].to_numpy(), budget_width)
+    groups = budget_groups(budget_of(frame), budget_width)
     n_groups = int(groups.max()) + 1
     if n_groups - holdout < 2:
         raise InputError(f"holdout: the table has {n_groups} budget(s); holding out {holdout} leaves "
@@ -106,8 +106,8 @@ def backtest(df, n: str = "params", d: str | None = "tokens", loss: str = "loss"
     train, test = frame[groups < cut], frame[groups >= cut]
     if fit_kwargs.get("unique_tokens"):
         fit_kwargs["unique_tokens"] = "U"
-    fit = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens"}), form=form,
-                           bootstrap=bootstrap, seed=seed, **fit_kwargs)
+    fit = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}), form=form,
+                           bootstrap=bootstrap, seed=seed, trust=False, **fit_kwargs)
     var = {"unique_tokens": test["U"].to_numpy()} if "U" in test else {}
     N, D = test["N"].to_numpy(), test["D"].to_numpy()
     if bootstrap:
