@@ -2,7 +2,8 @@
 
 1. The default probe ladder (``probes/grids/default.toml``, ~8 min on 2 cores).
 2. Fits of it with 1000 bootstrap refits (resampled by run), N counted both ways
-   (total parameters at the probes' vocabulary, and non-embedding).
+   (total parameters at the probes' vocabulary, and non-embedding); and the same ladder with
+   seeds 1 and 2 (~20 min more), whose fit measures the seed-to-seed noise its intervals carry.
 3. Plans at 3x, 10x (and with ``--multiples 3 10 30``, 30x) the ladder's largest budget, each
    handed back to the probe runner (``plan --emit-grid``): the planned model at every multiple,
    the shapes nearest N/3 and 3N on the 10x isoFLOP, and the 3x and 10x plans with 3 seeds each
@@ -46,15 +47,37 @@ def ladder(out: Path, workers: int) -> pd.DataFrame:
     return table
 
 
+def ladder_seeds(out: Path, workers: int) -> None:
+    """The same ladder with seeds 1 and 2: the seed-to-seed noise of every cell, which a
+    one-seed ladder cannot show and its intervals then lack."""
+    import tomllib
+
+    spec = tomllib.loads((ROOT / "probes" / "grids" / "default.toml").read_text())
+    spec["grid"]["seed"] = [1, 2]
+    from probes.sweep import expand_grid
+
+    run_sweep(expand_grid(spec), out / "ladder_seeds", workers=workers, threads=1 if workers > 1 else None)
+    export_results(out / "ladder_seeds", out / "ladder_seeds.csv", final_only=True)
+
+
+def _fit_tables(out: Path) -> dict:
+    """{fit name: (table, N column)}: each N definition on the one-seed ladder, and the non-
+    embedding fit of the three-seed ladder when it has been run."""
+    tables = {kind: (pd.read_csv(out / "ladder.csv"), col) for kind, col in N_KINDS.items()}
+    if (out / "ladder_seeds.csv").exists():
+        both = pd.concat([pd.read_csv(out / "ladder.csv"), pd.read_csv(out / "ladder_seeds.csv")], ignore_index=True)
+        tables["non_embedding_3seeds"] = (both, "params")
+    return tables
+
+
 def fits(out: Path) -> dict:
     made = {}
-    for kind, col in N_KINDS.items():
+    for kind, (table, col) in _fit_tables(out).items():
         path = out / f"fit_{kind}.json"
         t0 = time.perf_counter()
-        fit = fit_loss_surface(out / "ladder.csv", n=col, d="tokens", loss="val_loss", bootstrap=1000, seed=0)
+        fit = fit_loss_surface(table, n=col, d="tokens", loss="val_loss", bootstrap=1000, seed=0)
         fit.to_json(path)
-        made[kind] = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-                      "seconds": time.perf_counter() - t0}
+        made[kind] = {"path": str(path), "seconds": time.perf_counter() - t0}
         print(fit.report(0.9), "\n")
     return made
 
@@ -95,7 +118,7 @@ def report(out: Path) -> dict:
         raise SystemExit("no finished target runs yet: run the train stage")
     rows = realised.merge(manifest, on=["width", "tokens", "seed"], how="inner")
     tables = []
-    for kind, col in N_KINDS.items():
+    for kind, (_, col) in _fit_tables(out).items():
         v = verify(load_fit(out / f"fit_{kind}.json"), rows, n=col, d="tokens", loss="val_loss")
         v.insert(0, "n_kind", kind)
         for c in ("multiple", "role", "seed", "width", "tokens", "wall_s"):
@@ -114,7 +137,7 @@ def report(out: Path) -> dict:
                                    "values": [float(x) for x in runs]}
     seed_sd = (seed_noise.get("10x") or seed_noise.get("3x") or {"sd": float("nan")})["sd"]
     iso = rows[rows["multiple"] == 10].groupby("role")["val_loss"].mean().to_dict()  # seeds averaged
-    for kind in N_KINDS:
+    for kind in table["n_kind"].unique():
         t = table[(table["n_kind"] == kind)]
         summary["by_n_kind"][kind] = {
             "runs": int(len(t)), "inside_90": int(t["inside"].sum()),
@@ -141,13 +164,16 @@ def main():
     ap.add_argument("--multiples", type=float, nargs="+", default=[3, 10])
     ap.add_argument("--n-kind", default="non_embedding", choices=sorted(N_KINDS),
                     help="which N definition's fit makes the plans")
-    ap.add_argument("--stage", default="all", choices=["all", "ladder", "fit", "plan", "train", "report"])
+    ap.add_argument("--stage", default="all",
+                    choices=["all", "ladder", "ladder-seeds", "fit", "plan", "train", "report"])
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stages = ["ladder", "fit", "plan", "train", "report"] if a.stage == "all" else [a.stage]
+    stages = ["ladder", "ladder-seeds", "fit", "plan", "train", "report"] if a.stage == "all" else [a.stage]
     if "ladder" in stages:
         ladder(out, a.workers)
+    if "ladder-seeds" in stages:
+        ladder_seeds(out, a.workers)
     if "fit" in stages:
         fits(out)
     if "plan" in stages:

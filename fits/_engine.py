@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares, nnls
+from scipy.optimize import least_squares
 
 from .forms import STATUSES, Form
 
@@ -78,6 +78,31 @@ def _basins(cost: np.ndarray, k: int) -> list[tuple[int, int]]:
     return [np.unravel_index(n, cost.shape) for n in out[:k]]
 
 
+def _nnls3(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Non-negative least squares for every node at once: minimise c'Mc - 2 c'rhs over c >= 0
+    for (..., 3, 3) Gram matrices, by enumerating the 7 active sets (exact for a convex QP:
+    the best feasible solution of the unconstrained subproblems)."""
+    shape = rhs.shape[:-1]
+    best = np.zeros(shape + (3,))
+    best_val = np.zeros(shape)  # c = 0 is always feasible, with value 0
+    for subset in ((0, 1, 2), (0, 1), (0, 2), (1, 2), (0,), (1,), (2,)):
+        S = list(subset)
+        with np.errstate(all="ignore"):
+            try:
+                c = np.linalg.solve(M[..., S, :][..., :, S], rhs[..., S, None])[..., 0]
+            except np.linalg.LinAlgError:
+                continue
+        ok = np.all(np.isfinite(c) & (c >= 0), axis=-1)
+        val = -np.einsum("...i,...i->...", c, rhs[..., S])  # c'Mc - 2c'rhs at the subproblem optimum
+        better = ok & (val < best_val)
+        if better.any():
+            full = np.zeros(shape + (3,))
+            full[..., S] = c
+            best = np.where(better[..., None], full, best)
+            best_val = np.where(better, val, best_val)
+    return best
+
+
 def varpro_starts(data: FitData, delta: float, k: int = 8,
                   grid: np.ndarray | None = None) -> list[np.ndarray]:
     """Chinchilla starts (a, b, e, alpha, beta), one per distinct basin of a grid over (alpha, beta).
@@ -86,9 +111,9 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
     residuals approximate log residuals) with non-negativity; nodes are scored by the true
     Huber objective in log space, and the best ``k`` local minima of that map are returned.
     """
-    # exponents near 0 (a term that acts as a constant, trading off against E) form their own
-    # basins on small tables, so the grid is finer there
-    grid = np.concatenate([[0.002, 0.006, 0.012], np.linspace(0.02, 3.0, 50)]) if grid is None else grid
+    # geometric in the exponents: small exponents (a term that acts almost as a constant, trading
+    # off against E) form their own narrow basins on small tables
+    grid = np.geomspace(0.003, 3.0, 53) if grid is None else grid
     logN, logD, logL = data["logN"], data["logD"], data["logL"]
     L = np.exp(logL)
     # centre N and D so that N^-alpha stays O(1) over the grid; A = A' * Nref^alpha
@@ -111,16 +136,7 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
     M[..., 2, 2] = sdd[None, :]
     M[..., 1, 2] = M[..., 2, 1] = snd
     rhs = np.stack(np.broadcast_arrays(y1, yn[:, None], yd[None, :]), axis=-1)
-    with np.errstate(all="ignore"):
-        try:
-            coef = np.linalg.solve(M + 1e-12 * np.eye(3) * s11, rhs[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            coef = np.full((G, G, 3), -1.0)
-    bad = ~np.all(np.isfinite(coef) & (coef >= 0), axis=-1)
-    sw = 1.0 / L
-    for i, j in zip(*np.nonzero(bad)):
-        X = np.column_stack([np.ones_like(L), Xn[i], Xd[j]]) * sw[:, None]
-        coef[i, j], _ = nnls(X, L * sw)
+    coef = _nnls3(M + 1e-12 * np.eye(3) * s11, rhs)
     pred = coef[..., 0, None] + coef[..., 1, None] * Xn[:, None, :] + coef[..., 2, None] * Xd[None, :, :]
     with np.errstate(all="ignore"):
         cost = huber(np.log(np.maximum(pred, 1e-300)) - logL, delta).sum(axis=-1)
@@ -134,10 +150,12 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
                                np.log(max(coef[i, j, 0], floor)), grid[i], grid[j]]))
               for i, j in _basins(cost, k)]
     # the linear solve approximates the log objective; where it misleads (small noisy tables,
-    # a term trading off against E) the map's basins are not the objective's. So the exact Huber
-    # profile is mapped too, on every other node: a few Newton steps in (log E, log A, log B)
-    # at all nodes at once, and its basins join the starts.
-    sub = np.arange(0, G, 1 if len(logL) * G * G <= 200_000 else 2)  # every node on small tables
+    # a term trading off against E) the map's basins are not the objective's. So on small tables
+    # the exact Huber profile is mapped too: Newton steps in (log E, log A, log B) at all nodes at
+    # once, and its basins and valleys join the starts.
+    if len(logL) > 100:  # on large tables the linear solve's map is accurate, and the profile costly
+        return [s for _, _, s in starts]
+    sub = np.arange(G)
     Gs = len(sub)
     c3 = np.maximum(coef[np.ix_(sub, sub)], 0.0)
     E_, Ap, Bp = (np.maximum(c3[..., m], floor).ravel() for m in range(3))
@@ -147,15 +165,31 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
     from .forms import get_form
     theta, prof, _ = batched_refits(get_form("chinchilla"), data, np.tile(np.arange(n), (Gs * Gs, 1)),
                                     np.ones((Gs * Gs, n)), theta, delta,
-                                    np.array([True, True, True, False, False]), rtol=1e-6, max_iter=20)
+                                    np.array([True, True, True, False, False]),
+                                    max_iter=30, first_order_test=False)
     prof = np.where(np.isfinite(prof), prof, np.inf).reshape(Gs, Gs)
     theta = theta.reshape(Gs, Gs, 5)
     seen = {(i, j) for i, j, _ in starts}
-    for i, j in _basins(prof, k):
+    for i, j in _basins(prof, k) + _valleys(prof):
         if (sub[i], sub[j]) not in seen:
+            seen.add((sub[i], sub[j]))
             t = theta[i, j]
             starts.append((sub[i], sub[j], np.array([t[1], t[2], t[0], t[3], t[4]])))
     return [s for _, _, s in starts]
+
+
+def _valleys(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Nodes at the local minima of the map's 1-D profiles (the best alpha for each beta, the
+    best beta for each alpha): a long valley running across the grid has no 2-D local minimum
+    on the grid, but its floor is a local minimum of these profiles."""
+    out = []
+    for axis in (0, 1):
+        best = np.argmin(cost, axis=axis)       # for each column (row), the best row (column)
+        prof = np.min(cost, axis=axis)
+        padded = np.pad(prof, 1, constant_values=np.inf)
+        for m in np.flatnonzero((prof <= padded[:-2]) & (prof <= padded[2:]) & np.isfinite(prof)):
+            out.append((int(best[m]), int(m)) if axis == 0 else (int(m), int(best[m])))
+    return out
 
 
 def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
@@ -372,8 +406,39 @@ def robust_fit(form: Form, data: FitData, starts: list[np.ndarray], delta: float
         done.append(polish(x0))
     best = min(done, key=lambda o: o.cost)
     if jac_full is not None and best.status != "converged":
+        # a degenerate fit (a term the data barely see) ends in a flat valley: walk its ends too
+        for x0 in _valley_ends(form, data, best.theta, free, lo, hi):
+            cand = _newton_polish(form, data, full(x0), delta, free, lo, hi, max_iter=150)
+            if cand.cost < best.cost:
+                best = cand
         best = _valley_finish(form, data, best, delta, free, lo, hi)
     return replace(best, status=_identified(form, best.theta, data, free, best.status))
+
+
+def _valley_ends(form, data, theta, free, lo, hi) -> list[np.ndarray]:
+    """Starts at the ends of the flat valleys of a Chinchilla fit: E on its floor, and each
+    power-law term with its exponent near 0 or at its bound, its coefficient rescaled so that the
+    term keeps its value at the centre of the data."""
+    if form.name != "chinchilla":
+        return []
+    mN, mD = float(np.mean(data["logN"])), float(np.mean(data["logD"]))
+    x = theta[free]
+    ends = []
+    names = [n for n, f in zip(form.param_names, free) if f]
+    for ex, co, m in (("alpha", "A", mN), ("beta", "B", mD)):
+        if ex not in names or co not in names:
+            continue
+        i, j = names.index(ex), names.index(co)
+        for e in (lo[i] + 1e-3, 0.5 * (lo[i] + hi[i]), hi[i] - 1e-3):
+            y = x.copy()
+            y[j] = x[j] + (e - x[i]) * m  # log coef - exponent * log centre stays the same
+            y[i] = e
+            ends.append(y)
+    if "E" in names:
+        y = x.copy()
+        y[names.index("E")] = lo[names.index("E")] + 1e-6
+        ends.append(y)
+    return [np.clip(y, lo, hi) for y in ends]
 
 
 def _valley_finish(form, data, opt: Optimum, delta, free, lo, hi) -> Optimum:
@@ -450,7 +515,8 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def batched_refits(form: Form, data: FitData, index: np.ndarray, weight: np.ndarray, theta0,
-                   delta: float, free: np.ndarray, rtol: float = 1e-8, max_iter: int = 400):
+                   delta: float, free: np.ndarray, rtol: float = 1e-8, max_iter: int = 400,
+                   first_order_test: bool = True):
     """Polish many resampled tables at once from ``theta0`` (Levenberg-Marquardt Newton, the
     same first-order test as :func:`_newton_polish`, vectorised over resamples).
 
@@ -477,11 +543,12 @@ def batched_refits(form: Form, data: FitData, index: np.ndarray, weight: np.ndar
         Ha = np.where(keep, H, 0.0) + held[:, :, None] * eye
         Ga = np.where(keep, G, 0.0) + held[:, :, None] * eye
         Ga = Ga + 1e-12 * np.trace(Ga, axis1=1, axis2=2)[:, None, None] * eye
-        with np.errstate(all="ignore"):
-            ev = np.linalg.eigvalsh(Ha)
-            pd_ok = ev[:, 0] > 1e-13 * np.abs(ev[:, -1])
-            dec = 0.5 * np.einsum("bp,bp->b", ga, _solve(np.where(pd_ok[:, None, None], Ha, eye), ga))
-        done |= pd_ok & (dec <= rtol * np.maximum(cost, _COST_FLOOR * wt.sum(axis=1)))
+        if first_order_test:  # (a fixed number of steps suffices where only the map matters)
+            with np.errstate(all="ignore"):
+                ev = np.linalg.eigvalsh(Ha)
+                pd_ok = ev[:, 0] > 1e-13 * np.abs(ev[:, -1])
+                dec = 0.5 * np.einsum("bp,bp->b", ga, _solve(np.where(pd_ok[:, None, None], Ha, eye), ga))
+            done |= pd_ok & (dec <= rtol * np.maximum(cost, _COST_FLOOR * wt.sum(axis=1)))
         live = ~done & ~stuck
         if not live.any():
             break

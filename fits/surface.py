@@ -764,7 +764,7 @@ def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.
         free = np.array([p not in fixed for p in law.param_names])
         # a refit that has not met the first-order test after the iteration cap keeps its best
         # point: on flat (unidentified) directions more iterations move nothing that matters
-        theta, cost, _ = batched_refits(law, data, index, weight, theta0, delta, free)
+        theta, cost, _ = batched_refits(law, data, index, weight, theta0, delta, free, max_iter=100)
         ok = np.isfinite(cost)
         for b in np.flatnonzero(ok):
             out[b] = list(law.from_theta(theta[b]).values())

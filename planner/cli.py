@@ -177,7 +177,7 @@ def _fit_results(path):
     t = read_table(path, "--results")
     if "final" in t.columns:
         t = t[t["final"].astype(str).str.lower().isin(["true", "1"])]
-    n = "params" if "params" in t.columns else "params_total"
+    n = "params_total" if "params_total" in t.columns and "params" not in t.columns else "params"
     loss = "loss" if "loss" in t.columns or "val_loss" not in t.columns else "val_loss"
     return fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)
 

@@ -231,5 +231,8 @@ def test_cli_results_from_a_probes_export(tmp_path):
     out = tmp_path / "plan.csv"
     res = run("--budget", "1e19", "--results", csv, "--out", out)
     assert res.exit_code == 0, res.output
-    direct = make_plan(fit_loss_surface(isoflop_sweep(BESIROGLU, noise=0.003), bootstrap=0), 1e19)
-    assert pd.read_csv(out)["params"].iloc[0] == pytest.approx(direct.params, rel=1e-6)
+    # N is the export's non-embedding count (params), as the fit and the plan say
+    direct = make_plan(fit_loss_surface(export, n="params", loss="val_loss", bootstrap=0), 1e19)
+    row = pd.read_csv(out).iloc[0]
+    assert row["params"] == pytest.approx(direct.params, rel=1e-6)
+    assert row["n_kind"] == "non_embedding" and row["params"] == row["model_non_embedding_params"]
