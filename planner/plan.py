@@ -62,7 +62,10 @@ class Plan:
         return self.shape.flops_per_token * self.tokens
 
     def batch_tradeoff(self) -> list[dict]:
-        """Tokens and steps to this plan's loss at 0.5, 1, 2 and 4 x the critical batch."""
+        """Tokens and steps to this plan's loss at 0.5, 1, 2 and 4 x the critical batch (empty when
+        the plan has no critical-batch estimate)."""
+        if "batch_crit_tokens" not in self.extra:
+            return []
         return rules.batch_tradeoff(self.tokens, self.batch_tokens, self.extra["batch_crit_tokens"])
 
     def to_row(self) -> dict:
@@ -297,8 +300,11 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         loss, lo, hi = float(fit.predict(params, tokens, **u)), None, None
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(6.0 * params * tokens))
-    b_crit = rules.kaplan_critical_batch(loss)
-    extra = {"batch_crit_tokens": b_crit, "n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
+    extra = {"n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
+    # Kaplan et al.'s B_crit(L) is a law of WebText2 nats per BPE token: no prior for probes' own loss
+    b_crit = math.inf if family.kind == "probe" else rules.kaplan_critical_batch(loss)
+    if math.isfinite(b_crit):
+        extra["batch_crit_tokens"] = b_crit
     risks_extra = (*risks_extra, *hp_risks)
     if batch_tokens > 2 * b_crit:
         risks_extra = (*risks_extra, f"warning: batch {batch_tokens:,} tokens is over 2x the critical batch "
@@ -338,7 +344,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         "weight_decay": wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),
-        "batch_crit": "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens",
+        "batch_crit": ("Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens" if math.isfinite(b_crit)
+                       else "not estimated: Kaplan et al.'s prior is in WebText2 nats per token, not the probes' "
+                            "loss; measure it with the lr_batch grid (fits.critical_batch)"),
     }
     return Plan(
         variant=variant, budget=budget, params=params, tokens=float(tokens), loss=loss,

@@ -189,6 +189,9 @@ def test_n_definition_round_trips_from_fit_to_plan_to_probe_config(tmp_path, col
     assert plan.params == count_params(s, kind)            # N as the fit counts it
     assert plan.training_flops == pytest.approx(budget, rel=0.01)
     assert plan.lr == 0.01 and plan.batch_tokens == 8 * 128 and plan.warmup_steps == 32
+    # no WebText2-nats prior for the probes' own loss: no critical batch, and the plan says so
+    assert plan.batch_tradeoff() == [] and "not estimated" in plan.sources["batch_crit"]
+    assert plan.extra["lr_hidden"] == pytest.approx(0.01 * 16 / s.d_model)  # muP: lr / m
     res = CliRunner().invoke(plan_cli, ["--budget", str(budget), "--fit", str(tmp_path / "fit.json"),
                                         "--emit-grid", str(tmp_path / "g.toml"), "--isoflop"])
     assert res.exit_code == 0, res.output
