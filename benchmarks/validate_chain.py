@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fits import fit_loss_surface, load_fit, verify
@@ -70,16 +68,12 @@ def _fit_tables(out: Path) -> dict:
     return tables
 
 
-def fits(out: Path) -> dict:
-    made = {}
+def fits(out: Path) -> None:
     for kind, (table, col) in _fit_tables(out).items():
-        path = out / f"fit_{kind}.json"
         t0 = time.perf_counter()
         fit = fit_loss_surface(table, n=col, d="tokens", loss="val_loss", bootstrap=1000, seed=0)
-        fit.to_json(path)
-        made[kind] = {"path": str(path), "seconds": time.perf_counter() - t0}
-        print(fit.report(0.9), "\n")
-    return made
+        fit.to_json(out / f"fit_{kind}.json")
+        print(f"fit_{kind}: {time.perf_counter() - t0:.1f} s\n{fit.report(0.9)}\n")
 
 
 def targets(out: Path, multiples, n_kind: str) -> list[dict]:
@@ -128,7 +122,6 @@ def report(out: Path) -> dict:
     table["half_width"] = (table["high"] - table["low"]) / 2 / table["predicted"]
     atomic_write_text(RESULTS / "validation.csv", table.to_csv(index=False))
     summary = {"ladder_rows": int(len(pd.read_csv(out / "ladder.csv"))), "targets": TARGETS, "by_n_kind": {}}
-    main = rows[rows["seed"] == 0]
     seed_noise = {}
     for m in (3, 10):
         runs = rows[(rows["multiple"] == m) & (rows["role"] == "planned")]["val_loss"]

@@ -341,7 +341,8 @@ def _newton_polish(form, data: FitData, theta0, delta, free, lo, hi, max_iter=40
 
 
 def _identified(form, theta, data, free, status) -> str:
-    """Downgrade a converged status to not_identified when the Hessian has a flat direction."""
+    """Downgrade a converged status to not_identified when the Jacobian's columns are nearly
+    collinear (two parameters the data cannot tell apart), which the first-order test allows."""
     if status != "converged" or getattr(form, "log_jacobian", None) is None:
         return status
     J = form.log_jacobian(theta, data.arrays)[:, free]

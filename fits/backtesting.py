@@ -14,7 +14,7 @@ import pandas as pd
 from ._data import budget_groups, budget_of, surface_data
 from .errors import InputError
 from .isoflop import parabola_vertex
-from .surface import LossSurfaceFit, fit_loss_surface
+from .surface import LossSurfaceFit, refit_frame
 
 __all__ = ["BacktestResult", "backtest"]
 
@@ -106,8 +106,7 @@ def backtest(df, n: str = "params", d: str | None = "tokens", loss: str = "loss"
     train, test = frame[groups < cut], frame[groups >= cut]
     if fit_kwargs.get("unique_tokens"):
         fit_kwargs["unique_tokens"] = "U"
-    fit = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}), form=form,
-                           bootstrap=bootstrap, seed=seed, trust=False, **fit_kwargs)
+    fit = refit_frame(train, form=form, bootstrap=bootstrap, seed=seed, **fit_kwargs)
     var = {"unique_tokens": test["U"].to_numpy()} if "U" in test else {}
     N, D = test["N"].to_numpy(), test["D"].to_numpy()
     if bootstrap:

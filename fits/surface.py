@@ -608,6 +608,13 @@ def fit_loss_surface(
     return fit
 
 
+def refit_frame(frame, **kwargs) -> LossSurfaceFit:
+    """Refit a subset of a tidy frame (columns N, D, loss, budget, ...) without the trust checks:
+    the backtests' building block."""
+    table = frame.rename(columns={"N": "params", "D": "tokens", "budget": "flops"})
+    return fit_loss_surface(table, trust=False, **kwargs)
+
+
 def _run_noise(table, n: str, d: str | None, loss: str, given: float | None):
     """(sd of log loss between seeds, where it comes from), or (None, None) when unmeasured."""
     if given is not None:
@@ -716,8 +723,8 @@ def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
     train, test = frame[groups < top], frame[groups == top]
     law = fit.law
     if len(train) > len(law.param_names) and train["N"].nunique() > 1 and train["D"].nunique() > 1:
-        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}), form=law, fixed=fixed,
-                               delta=delta, bootstrap=200, seed=seed, calibrate=False, group=None, trust=False)
+        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, calibrate=False,
+                          group=None)
         pred, lo, hi = sub.interval(test["N"].to_numpy(), test["D"].to_numpy(), level=0.9)
         obs = test["loss"].to_numpy()
         err = (pred - obs) / obs
@@ -791,9 +798,8 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, bo
         train, test = frame[groups < g], frame[groups == g]
         if len(train) <= len(law.param_names) or train["N"].nunique() < 2 or train["D"].nunique() < 2:
             continue
-        sub = fit_loss_surface(train.rename(columns={"N": "params", "D": "tokens", "budget": "flops"}),
-                               form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
-                               calibrate=False, unique_tokens="U" if law.variables else None, trust=False)
+        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
+                          calibrate=False, unique_tokens="U" if law.variables else None)
         var = {"unique_tokens": test["U"].to_numpy()} if law.variables else {}
         N, D = test["N"].to_numpy(), test["D"].to_numpy()
         center = np.log(sub.predict(N, D, **var))

@@ -1,8 +1,6 @@
 """A plan handed back to the probe runner: a probe grid (TOML) that trains the planned model."""
 from __future__ import annotations
 
-import math
-
 from fits.errors import InputError
 
 from .shape import count_params
@@ -49,7 +47,7 @@ def plan_grid_toml(plan, fit=None, source: str | None = None, isoflop: bool = Fa
     Raises InputError when the plan is not in a probe shape family (a preset's plan).
     """
     fam = (fit.shape_family if fit is not None else None) or {}
-    if plan.sources.get("shape", "").startswith("planner.shape") or not fam:
+    if not fam:
         raise InputError("--emit-grid: needs a plan made from a fit of probe results (--fit or --results), "
                          "whose shape family the probe runner can train")
     from .plan import _n_kind, resolve_family
@@ -81,6 +79,4 @@ def plan_grid_toml(plan, fit=None, source: str | None = None, isoflop: bool = Fa
         lines += ["[[run]]", f"width = {r['width']}", f"tokens = [{r['tokens']}]",
                   f"# {r['role']}: {r['params']:,} {kind.replace('_', '-')} parameters, "
                   f"{r['tokens'] / r['params']:.3g} tokens per parameter, {r['flops']:.4g} FLOPs", ""]
-    if math.isnan(plan.loss):
-        raise InputError("plan: the predicted loss is not finite")
     return "\n".join(lines)

@@ -317,8 +317,8 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     else:
         (wd, wd_src), warmup, warmup_src = rules.WEIGHT_DECAY, rules.warmup_steps(steps), rules.WARMUP
     # what limits trust in the law comes first, then whether the budget holds, then the rest
-    risks = [f"fit: {w}" for w in fit.warnings] + list(risks_extra) + _risks(fit, decades, steps, tokens / params,
-                                                                             params, tokens)
+    trust = [f"fit: {w}" for w in fit.warnings]
+    risks = trust + list(risks_extra) + _risks(fit, decades, steps, tokens / params, params, tokens)
     tau = rules.adamw_timescale(lr, wd, steps) if wd > 0 else math.inf
     if wd > 0 and not TIMESCALE_RANGE[0] <= tau <= TIMESCALE_RANGE[1]:
         risks.append(f"warning: the AdamW timescale 1/(lr x wd) is {tau:.2g} of the run (sensible: "
@@ -326,7 +326,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
                      + ("weights forget early data" if tau < TIMESCALE_RANGE[0] else "weight decay barely acts"))
     train_flops = shape.flops_per_token * tokens
     if train_flops > budget.flops * 1.005:
-        risks.insert(len(fit.warnings), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
+        risks.insert(len(trust), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
                         f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
     label = _fit_label(fit)
     shape_src = (f"the probes' shape family (depth {family.depth}, head {family.d_head}, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from fits.errors import InputError
 
@@ -162,6 +163,7 @@ class ShapeFamily:
                           self.vocab_size, self.seq_len)
 
 
-def family_shapes(family: ShapeFamily, max_width: int = 16384) -> list[ModelShape]:
-    """Every probe-family shape from one head wide to ``max_width``."""
-    return [family.shape(w) for w in range(family.d_head, max_width + 1, family.d_head)]
+@lru_cache(maxsize=32)
+def family_shapes(family: ShapeFamily, max_width: int = 16384) -> tuple[ModelShape, ...]:
+    """Every probe-family shape from one head wide to ``max_width`` (built once per family)."""
+    return tuple(family.shape(w) for w in range(family.d_head, max_width + 1, family.d_head))

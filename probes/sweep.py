@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import os
 import json
 import math
 import sys
@@ -137,8 +138,6 @@ def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return cfg.key(), "busy"
-        import os
-
         lock.write(f"{os.getpid()}\n")  # who trains this run (read by `probe status` users and tests)
         lock.flush()
         if (run_dir / "done.json").exists():

@@ -14,6 +14,7 @@ short linear cooldown branches off the stable phase (its state saved and restore
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -38,7 +39,9 @@ __all__ = ["train_probe", "resolve_device", "device_peak_flops", "RunResult"]
 CODE_VERSION = "0.2.0"
 
 
+@functools.lru_cache(maxsize=None)
 def _versions() -> dict:
+    """Library versions recorded with every row (read once per process)."""
     import platform
 
     import transformers
@@ -47,7 +50,6 @@ def _versions() -> dict:
             "python_version": platform.python_version()}
 
 
-_VERSIONS: dict = {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -254,7 +256,7 @@ class _Trainer:
             "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": m.vocab_size,
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
             "warmup_steps": self.schedule.warmup, "threads": torch.get_num_threads(),
-            "code_version": CODE_VERSION, **_VERSIONS,
+            "code_version": CODE_VERSION, **_versions(),
         }
         row.update(extra)
         return row
@@ -287,8 +289,6 @@ def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    if not _VERSIONS:
-        _VERSIONS.update(_versions())
     if (run_dir / "done.json").exists():
         done = json.loads((run_dir / "done.json").read_text())
         return RunResult(key, run_dir, done["rows"], done["diverged"], False)

@@ -305,7 +305,6 @@ def test_inference_aware_plan_prices_repeated_data():
     assert p.extra["epochs"] > dc.extra["epochs"]
     assert "repetition_risk" in p.extra
     # its loss is the data-constrained law's at its own epochs, not the fresh-data law's
-    from fits.surface import LossSurfaceFit  # noqa: F401
     from planner.presets import load_preset
     fresh_loss = float(load_preset("besiroglu2024").predict(p.params, p.tokens))
     assert p.loss > fresh_loss
