@@ -213,7 +213,65 @@ def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
         costs = [huber(form.log_predict(t, data.arrays) - data["logL"], delta).sum() for t in cands]
         costs = np.where(np.isfinite(costs), costs, np.inf)
         return [cands[i] for i in np.argsort(costs)[:6]]
+    if form.name == "farseer":
+        return farseer_starts(data, delta)
     raise NotImplementedError(f"no start-point rule for form {form.name!r}; register one")
+
+
+def _box_cox_fit(ln: np.ndarray, y: np.ndarray, lo: float = -1.5, hi: float = 1.5):
+    """Best (c0, c1, q) of y ~ c0 + c1 (n^q - 1)/q over a grid of q (linear least squares at each node)."""
+    from .forms import box_cox
+
+    best = (float(np.mean(y)), 0.0, 0.0, np.inf)
+    for q in np.linspace(lo, hi, 61):
+        X = np.column_stack([np.ones_like(ln), box_cox(np.exp(ln), q)])
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        sse = float(np.sum((y - X @ coef) ** 2))
+        if sse < best[3] - 1e-12 * abs(best[3]):
+            best = (float(coef[0]), float(coef[1]), float(q), sse)
+    return best[:3]
+
+
+def farseer_starts(data: FitData, delta: float) -> list[np.ndarray]:
+    """Farseer starts (f0, f1, f2, g0, g1, g2, h0, h1, h2).
+
+    From the Chinchilla fit: a floor matched to E + A N^-alpha at N = 1e9 in value and log-log slope
+    (curvature -alpha, or 0: a pure power law), with a constant data term B D^-beta; and, where at
+    least three model sizes carry four or more token counts each, Farseer's own route: a curve
+    L = E_N + B_N D^-beta_N per size, then log E_N, log B_N and log beta_N as c0 + c1 (n^q - 1)/q.
+    """
+    from scipy.optimize import nnls
+
+    from .forms import FARSEER_N_REF, get_form
+
+    ch = get_form("chinchilla")
+    opt = robust_fit(ch, data, start_points(ch, data, delta), delta)
+    E, A, B, al, be = (ch.from_theta(opt.theta)[k] for k in ("E", "A", "B", "alpha", "beta"))
+    u = A * FARSEER_N_REF ** -al
+    starts = [np.array([np.log(E + u), -al * u / (E + u), q, np.log(B), 0.0, 0.0, np.log(be), 0.0, 0.0])
+              for q in (-al, 0.0)]
+    logN, logD, L = data["logN"], data["logD"], np.exp(data["logL"])
+    rows = []
+    for n in np.unique(logN):
+        m = logN == n
+        if len(np.unique(logD[m])) < 4:
+            continue
+        d, y = logD[m], L[m]
+        best = None
+        for b in np.geomspace(0.02, 2.0, 50):
+            X = np.column_stack([np.ones_like(d), np.exp(-b * (d - d.mean()))]) / y[:, None]
+            coef, _ = nnls(X, np.ones_like(y))  # weights 1/L: relative residuals
+            r = np.sum((X @ coef - 1.0) ** 2)
+            if coef.min() > 0 and (best is None or r < best[0]):
+                best = (r, coef[0], coef[1] * np.exp(b * d.mean()), b)
+        if best is not None:
+            rows.append((n, np.log(best[1]), np.log(best[2]), np.log(best[3])))
+    if len(rows) >= 3:
+        n, lf, lg, lh = (np.array(c) for c in zip(*rows))
+        n = n - np.log(FARSEER_N_REF)
+        (f0, f1, f2), (g0, g1, g2), (h0, h1, h2) = _box_cox_fit(n, lf, hi=0.0), _box_cox_fit(n, lg), _box_cox_fit(n, lh)
+        starts.append(np.array([f0, f1, f2, g0, g1, g2, h0, h1, h2]))
+    return starts
 
 
 # --- polish ---------------------------------------------------------------------------------
@@ -507,6 +565,25 @@ def _chinchilla_batch(theta, logN, logD, logL, wt, delta):
     return cost, g, H, G
 
 
+def _gauss_newton_batch(form, theta, logN, logD, logL, wt, delta):
+    """Cost, gradient, Gauss-Newton Hessian (outliers reweighted) and metric of the Huber objective
+    for a batch of parameter vectors (B, p) on resampled tables (B, n): forms without curvature."""
+    th = theta.T[:, :, None]  # (p, B, 1): the forms' batched call
+    data = {"logN": logN, "logD": logD}
+    with np.errstate(all="ignore"):
+        r = form.log_predict(th, data) - logL
+    cost = (wt * huber(r, delta)).sum(axis=1)
+    J = form.log_jacobian(th, data)  # (B, n, p)
+    r = np.where(np.isfinite(r), r, 0.0)
+    psi = wt * np.clip(r, -delta, delta)
+    Jt = J.transpose(0, 2, 1)
+    g = (Jt @ psi[..., None])[..., 0]
+    w = wt * np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), delta))
+    H = (Jt * w[:, None, :]) @ J
+    G = (Jt * wt[:, None, :]) @ J
+    return np.where(np.isfinite(cost), cost, np.inf), g, H, G
+
+
 def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Batched solve of A x = b (B, p, p) x (B, p); singular systems get a least-squares x."""
     try:
@@ -536,7 +613,9 @@ def batched_refits(form: Form, data: FitData, index: np.ndarray, weight: np.ndar
     done = np.zeros(B, bool)
     stuck = np.zeros(B, bool)
     eye = np.eye(p)
-    cost, g, H, G = _chinchilla_batch(theta, logN, logD, logL, wt, delta)
+    batch = (_chinchilla_batch if hasattr(form, "log_curvature")
+             else lambda *a: _gauss_newton_batch(form, *a))
+    cost, g, H, G = batch(theta, logN, logD, logL, wt, delta)
     for _ in range(max_iter):
         held = (~free)[None, :] | ((theta <= lo + 1e-9 * span) & (g > 0)) | ((theta >= hi - 1e-9 * span) & (g < 0))
         ga = np.where(held, 0.0, g)
@@ -557,7 +636,7 @@ def batched_refits(form: Form, data: FitData, index: np.ndarray, weight: np.ndar
         with np.errstate(all="ignore"):
             step = _solve(Ha[idx] + lam[idx, None, None] * Ga[idx], -ga[idx])
         cand = np.clip(theta[idx] + np.nan_to_num(step), lo, hi)
-        c_new, g_new, H_new, G_new = _chinchilla_batch(cand, logN[idx], logD[idx], logL[idx], wt[idx], delta)
+        c_new, g_new, H_new, G_new = batch(cand, logN[idx], logD[idx], logL[idx], wt[idx], delta)
         ok = np.isfinite(c_new) & (c_new <= cost[idx])
         acc = idx[ok]
         theta[acc], cost[acc], g[acc], H[acc], G[acc] = cand[ok], c_new[ok], g_new[ok], H_new[ok], G_new[ok]

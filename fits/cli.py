@@ -16,7 +16,9 @@ from ._io import atomic_write_text
 @click.option("--d", "d", default="tokens", show_default=True, help="Column of training tokens D.")
 @click.option("--loss", default="loss", show_default=True, help="Column of losses.")
 @click.option("--flops", default=None, help="Column of training FLOPs; D = C / 6N when --d is absent.")
-@click.option("--form", default="chinchilla", show_default=True, help="Functional form of the law.")
+@click.option("--form", default="chinchilla", show_default=True,
+              help="Functional form of the law: chinchilla, interaction, kaplan, farseer, data_constrained, or "
+                   "auto (choose by the table's own extrapolation backtests; intervals carry the forms' disagreement).")
 @click.option("--unique-tokens", default=None, help="Column of unique tokens (data_constrained form).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
               help="Bootstrap refits for intervals.")
@@ -34,7 +36,9 @@ from ._io import atomic_write_text
 @click.option("--isoflop", is_flag=True, help="Also run the isoFLOP cross-check (Approaches 1 and 2).")
 @click.option("--backtest", "holdout", type=click.IntRange(min=1), default=None,
               help="Also backtest: hold out this many largest budgets and score the predictions.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a plot of the fit (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Save a plot of the fit (PNG); with --form auto, also <stem>_forms.png: every form's "
+                   "backtest extrapolation.")
 @guarded
 def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed, run_noise, level, out,
          isoflop, holdout, plot):
@@ -72,6 +76,13 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
         ax = fit.plot(data=frame)
         ax.figure.savefig(plot, dpi=120, bbox_inches="tight")
         click.echo(f"wrote {plot}")
+        if fit.selection is not None:
+            from .selection import plot_forms
+
+            forms_png = Path(plot).with_name(Path(plot).stem + "_forms.png")
+            ax = plot_forms(fit, frame)
+            ax.figure.savefig(forms_png, dpi=120, bbox_inches="tight")
+            click.echo(f"wrote {forms_png}")
 
 
 if __name__ == "__main__":  # pragma: no cover

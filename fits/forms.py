@@ -18,6 +18,9 @@ __all__ = [
     "chinchilla",
     "kaplan",
     "data_constrained",
+    "farseer",
+    "interaction",
+    "numeric_allocation",
     "Form",
     "FORMS",
     "get_form",
@@ -55,6 +58,93 @@ def kaplan(N, D, N_c, D_c, alpha_N, alpha_D):
     2.484
     """
     return np.power(np.power(N_c / N, alpha_N / alpha_D) + D_c / D, alpha_D)
+
+
+FARSEER_N_REF = 1e9  # the size at which the Farseer coefficients are read (N in units of 1e9)
+
+
+def box_cox(x, q):
+    """(x^q - 1) / q, continuous through q = 0 where it is log x (arrays broadcast)."""
+    lx = np.log(x)
+    q = np.asarray(q, dtype=float)
+    small = np.abs(q * lx) < 1e-8
+    with np.errstate(all="ignore"):
+        out = np.expm1(q * lx) / np.where(small, 1.0, q)
+    return np.where(small, lx * (1.0 + 0.5 * q * lx), out)
+
+
+def farseer(N, D, f0, f1, f2, g0, g1, g2, h0, h1, h2):
+    """Farseer law (Li et al. 2025, arXiv:2506.10972): L = exp(F(N)) + exp(G(N)) D^-exp(H(N)), where
+    each of Chinchilla's constants (the floor the loss reaches at infinite data, the data term's
+    coefficient and its exponent) becomes a function of N, so the compute-optimal D/N can rise with
+    compute. The paper writes F = a N^q + c; here F = f0 + f1 (n^f2 - 1)/f2 with n = N / 1e9 (same
+    family: a = f1 / (f2 1e9^f2), c = f0 - f1/f2), which reads f0 as the log floor at N = 1e9, f1 as
+    its log-log slope there, and stays finite at f2 = 0 (a pure power law in N), where fits of
+    real data often end. Likewise G (g0, g1, g2) and H (h0, h1, h2).
+
+    With f2 = -alpha and G, H constant it is close to Chinchilla:
+
+    >>> import math
+    >>> E, A, al = 1.8, 480.0, 0.35; u = A / 1e9**al
+    >>> p = dict(f0=math.log(E + u), f1=-al * u / (E + u), f2=-al, g0=math.log(2000), g1=0, g2=0,
+    ...          h0=math.log(0.37), h1=0, h2=0)
+    >>> round(float(farseer(1e9, 2e10, **p)), 4) == round(float(chinchilla(1e9, 2e10, E, A, 2000, al, .37)), 4)
+    True
+    """
+    n = np.asarray(N, dtype=float) / FARSEER_N_REF
+    with np.errstate(all="ignore"):
+        H = np.exp(h0 + h1 * box_cox(n, h2))
+        return np.exp(f0 + f1 * box_cox(n, f2)) + np.exp(g0 + g1 * box_cox(n, g2) - H * np.log(D))
+
+
+def interaction(N, D, E, A, B, alpha, beta):
+    """Chinchilla's terms with their product as an interaction: L = (E + A/N^alpha)(E + B/D^beta) / E
+    = E + A/N^alpha + B/D^beta + A B / (E N^alpha D^beta). Same five parameters and the same floor E;
+    the data term is scaled by (1 + A / (E N^alpha)), so a small model pays more for missing data.
+
+    >>> round(float(interaction(1e9, 2e10, 1.8, 480, 2000, .35, .37)), 4)
+    2.5069
+    """
+    return (E + A / np.power(N, alpha)) * (E + B / np.power(D, beta)) / E
+
+
+def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50):
+    """Compute-optimal (N, D) under C = 6 N D for any law, vectorised: ``loss(N, D)`` broadcasts,
+    C may be any shape (e.g. (B, k) budgets by bootstrap samples broadcast inside ``loss``).
+
+    A grid over log N spanning 8 e-folds either side of N = D locates the basin, golden-section
+    search inside the bracket of the best node refines it to ~1e-10 in log N.
+
+    >>> n, d = numeric_allocation(lambda N, D: chinchilla(N, D, 1.8, 482.01, 2085.43, .3478, .3658), 5.88e23)
+    >>> f"{float(n):.3g} {float(d):.4g}"
+    '7.3e+10 1.342e+12'
+    """
+    C = np.asarray(C, dtype=float)
+    mid = 0.5 * np.log(C / 6.0)
+    grid = np.linspace(-8.0, 8.0, n_grid)
+    x = mid[..., None] + grid  # (..., G)
+    with np.errstate(all="ignore"):
+        vals = loss(np.exp(x), C[..., None] / 6.0 / np.exp(x))
+    vals = np.where(np.isfinite(vals), vals, np.inf)
+    shape = np.broadcast_shapes(vals.shape, x.shape)
+    vals, x = np.broadcast_to(vals, shape), np.broadcast_to(x, shape)
+    i = np.clip(np.argmin(vals, axis=-1), 1, n_grid - 2)
+    a = np.take_along_axis(x, (i - 1)[..., None], -1)[..., 0]
+    b = np.take_along_axis(x, (i + 1)[..., None], -1)[..., 0]
+    Cb = np.broadcast_to(C, a.shape)
+    phi = 0.5 * (np.sqrt(5.0) - 1.0)
+
+    def f(z):  # on a grid axis of length 1, as the loss broadcasts its parameters against one
+        with np.errstate(all="ignore"):
+            v = np.broadcast_to(loss(np.exp(z)[..., None], (Cb / 6.0 / np.exp(z))[..., None]), z.shape + (1,))
+        return np.where(np.isfinite(v[..., 0]), v[..., 0], np.inf)
+
+    for _ in range(iters):  # keep the sub-bracket of the lower of two inner points: shrinks by phi
+        c, d = b - phi * (b - a), a + phi * (b - a)
+        left = f(c) < f(d)
+        a, b = np.where(left, a, c), np.where(left, d, b)
+    N = np.exp(0.5 * (a + b))
+    return N, Cb / 6.0 / N
 
 
 def chinchilla_allocation(C, A, B, alpha, beta, flops_per_param_token: float = 6.0):
@@ -148,6 +238,10 @@ class Form:
 
     # theta: the vector the optimiser sees (logs of the positive parameters)
     def to_theta(self, params: dict) -> np.ndarray:
+        with np.errstate(divide="ignore"):  # a parameter at 0 (a degenerate refit) maps to -inf
+            return self._to_theta(params)
+
+    def _to_theta(self, params: dict) -> np.ndarray:
         return np.array(
             [np.log(params[p]) if p in self.log_params else params[p] for p in self.param_names],
             dtype=float,
@@ -177,25 +271,16 @@ class Form:
                                **{v: data[v] for v in self.variables}))
 
     def optimal(self, C, params: dict, **variables) -> tuple[np.ndarray, np.ndarray]:
-        """Compute-optimal (N, D) at budgets C (C = 6 N D), closed form when known."""
+        """Compute-optimal (N, D) at budgets C (C = 6 N D): the closed form when the law has one,
+        else :func:`numeric_allocation`. Parameters may be arrays that broadcast against C
+        (bootstrap samples as (B, 1) columns against C as (1, k)); so may the variables."""
         C = np.atleast_1d(np.asarray(C, dtype=float))
         if self.allocate is not None and not variables:
             return self.allocate(C, **params)
-        from scipy.optimize import minimize_scalar
-        Ns = np.empty_like(C)
-        var = {k: np.broadcast_to(np.asarray(v, dtype=float), C.shape) for k, v in variables.items()}
-        for i, c in enumerate(C):
-            vi = {k: v[i] for k, v in var.items()}
-
-            def obj(logn, c=c, vi=vi):
-                n = np.exp(logn)
-                return float(self(n, c / (6.0 * n), params, **vi))
-
-            mid = 0.5 * np.log(c / 6.0)  # N = D: the optimum lies within ~5 decades of it
-            res = minimize_scalar(obj, bounds=(max(0.0, mid - 12.0), min(2 * mid, mid + 12.0)),
-                                  method="bounded", options={"xatol": 1e-7})
-            Ns[i] = np.exp(res.x)
-        return Ns, C / (6.0 * Ns)
+        grid_axis = lambda v: np.asarray(v, dtype=float)[..., None] if np.ndim(v) else v
+        p = {k: grid_axis(v) for k, v in params.items()}
+        var = {k: grid_axis(v) for k, v in variables.items()}
+        return numeric_allocation(lambda N, D: self(N, D, p, **var), C)
 
 
 class _ChinchillaForm(Form):
@@ -244,6 +329,65 @@ class _ChinchillaForm(Form):
         return H
 
 
+class _InteractionForm(Form):
+    """The interaction form, with an analytic Jacobian of log L over (log E, log A, log B, alpha, beta):
+    log L = log(E + u) + log(E + v) - log E with u = A N^-alpha, v = B D^-beta.
+
+    Like Farseer's, its ``log_predict`` and ``log_jacobian`` also take a batch: theta of shape
+    (p, B, 1) against data arrays of shape (B, n) give (B, n) and (B, n, p) (bootstrap refits)."""
+
+    def log_predict(self, theta, data):
+        e, a, b, alpha, beta = theta
+        return (np.logaddexp(e, a - alpha * data["logN"]) + np.logaddexp(e, b - beta * data["logD"]) - e)
+
+    def log_jacobian(self, theta, data):
+        e, a, b, alpha, beta = theta
+        with np.errstate(over="ignore"):  # exp -> inf gives a share of 0, as it should
+            su = 1.0 / (1.0 + np.exp(e - a + alpha * data["logN"]))  # u / (E + u)
+            sv = 1.0 / (1.0 + np.exp(e - b + beta * data["logD"]))   # v / (E + v)
+        return np.stack([1.0 - su - sv, su, sv, -su * data["logN"], -sv * data["logD"]], axis=-1)
+
+
+def _box_cox_dq(lx, q):
+    """d/dq of (x^q - 1)/q at log x = lx, with its series near q = 0."""
+    ql = q * lx
+    small = np.abs(ql) < 1e-4
+    with np.errstate(all="ignore"):
+        exact = (ql * np.exp(ql) - np.expm1(ql)) / np.where(small, 1.0, q * q)
+    return np.where(small, lx * lx * (0.5 + ql / 3.0), exact)
+
+
+class _FarseerForm(Form):
+    """Farseer with a stable log-sum-exp prediction and an analytic Jacobian."""
+
+    @staticmethod
+    def _parts(theta, data):
+        f0, f1, f2, g0, g1, g2, h0, h1, h2 = theta
+        ln = data["logN"] - np.log(FARSEER_N_REF)
+        n = np.exp(ln)
+        with np.errstate(all="ignore"):
+            bf, bg, bh = box_cox(n, f2), box_cox(n, g2), box_cox(n, h2)
+            H = np.exp(h0 + h1 * bh)
+            t_floor = f0 + f1 * bf
+            t_data = g0 + g1 * bg - H * data["logD"]
+            lse = np.logaddexp(t_floor, t_data)
+        return ln, bf, bg, bh, H, t_floor, t_data, lse
+
+    def log_predict(self, theta, data):
+        return self._parts(theta, data)[-1]
+
+    def log_jacobian(self, theta, data):
+        f0, f1, f2, g0, g1, g2, h0, h1, h2 = theta
+        ln, bf, bg, bh, H, t_floor, t_data, lse = self._parts(theta, data)
+        with np.errstate(all="ignore"):
+            wf, wd = np.exp(t_floor - lse), np.exp(t_data - lse)  # shares of the two terms
+            dh = -wd * data["logD"] * H                           # d log L / d log H
+            J = np.stack(np.broadcast_arrays(wf, wf * bf, wf * f1 * _box_cox_dq(ln, f2),
+                                             wd, wd * bg, wd * g1 * _box_cox_dq(ln, g2),
+                                             dh, dh * bh, dh * h1 * _box_cox_dq(ln, h2)), axis=-1)
+        return np.where(np.isfinite(J), J, 0.0)
+
+
 def _chinchilla_allocate(C, E, A, B, alpha, beta):
     return chinchilla_allocation(C, A, B, alpha, beta)
 
@@ -252,8 +396,9 @@ def _kaplan_allocate(C, N_c, D_c, alpha_N, alpha_D):
     # minimise (N_c/N)^p + 6 D_c N / C over N, p = alpha_N/alpha_D:
     # N^(p+1) = p N_c^p C / (6 D_c)
     p = alpha_N / alpha_D
-    N = np.power(p * np.power(N_c, p) * np.asarray(C, dtype=float) / (6.0 * D_c), 1.0 / (p + 1.0))
-    return N, np.asarray(C, dtype=float) / (6.0 * N)
+    with np.errstate(all="ignore"):  # a degenerate refit (a constant at 0) allocates 0 or inf
+        N = np.power(p * np.power(N_c, p) * np.asarray(C, dtype=float) / (6.0 * D_c), 1.0 / (p + 1.0))
+        return N, np.asarray(C, dtype=float) / (6.0 * N)
 
 
 FORMS: dict[str, Form] = {}
@@ -311,4 +456,22 @@ register_form(Form(
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS,
             "R_D_star": (0.1, 1e3), "R_N_star": (0.1, 1e3)},
     defaults={"R_D_star": 15.387756, "R_N_star": 5.309743},
+))
+
+FARSEER_EXPONENT_BOUNDS = (-1.5, 1.5)
+register_form(_FarseerForm(
+    name="farseer",
+    func=farseer,
+    citation="Li et al. 2025 (Farseer), arXiv:2506.10972",
+    # the floor's curvature f2 <= 0: a floor that falls faster than a power law in N (f2 > 0) fits
+    # a sweep as well but sends the compute-optimal N to infinity beyond it
+    bounds={"f2": (FARSEER_EXPONENT_BOUNDS[0], 0.0), "g2": FARSEER_EXPONENT_BOUNDS, "h2": FARSEER_EXPONENT_BOUNDS},
+))
+register_form(_InteractionForm(
+    name="interaction",
+    func=interaction,
+    citation="Chinchilla's terms multiplied, (E + A/N^alpha)(E + B/D^beta)/E: an N-D interaction term "
+             "with no new parameter (this toolkit)",
+    log_params=frozenset({"E", "A", "B"}),
+    bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, **TERM_BOUNDS},
 ))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,7 +194,7 @@ class LossSurfaceFit:
         if kind == "mean":
             lo, hi = np.nanquantile(logs, q, axis=0)
         elif self.conformal_scores is not None and len(self.conformal_scores) >= 5:
-            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2)
+            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2) * self._distance_factor(N, D)
             half = conformal_quantile(self.conformal_scores, level) * sigma
             lo, hi = center - half, center + half
         else:
@@ -201,7 +202,62 @@ class LossSurfaceFit:
             grow = self.noise_scale / self.residual_scale if self.residual_scale > 0 else 1.0
             noise = grow * rng.choice(self.residuals, size=logs.shape)
             lo, hi = np.nanquantile(logs + noise, q, axis=0)
+        spread = self.form_spread(N.ravel(), D.ravel(), **{k: np.ravel(v) for k, v in var.items()})
+        if np.any(spread > 0):  # model uncertainty: the credible forms' disagreement, in quadrature
+            z = NormalDist().inv_cdf((1 + level) / 2) * spread
+            lo = center - np.sqrt((center - lo) ** 2 + z**2)
+            hi = center + np.sqrt((hi - center) ** 2 + z**2)
         return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
+
+    # --- forms compared by backtest (form="auto") --------------------------------------------
+    @property
+    def selection(self) -> "pd.DataFrame | None":
+        """The backtest table that chose this fit's form (``form="auto"``), else None: one row per
+        candidate form with its held-out mean and worst error, N_opt error, interval coverage and
+        weight in the model-uncertainty spread."""
+        sel = self.options.get("selection")
+        if not sel:
+            return None
+        import pandas as pd
+
+        t = pd.DataFrame(sel["table"]).set_index("form")
+        for c in t.columns:  # a saved fit stores NaN as null
+            if c != "note":
+                t[c] = pd.to_numeric(t[c], errors="coerce")
+        t["weight"] = [sel["weights"].get(f, 0.0) for f in t.index]
+        return t
+
+    @property
+    def selection_reason(self) -> str:
+        sel = self.options.get("selection")
+        return sel["reason"] if sel else f"{self.form}: chosen by the user"
+
+    def form_predictions(self, N, D) -> "pd.DataFrame":
+        """Each candidate form's predicted loss at (N, D) (columns: form, weight, N, D, loss; weight 0
+        for forms whose backtests were too poor to count), the chosen one first: how far the laws
+        part at a point is how far to trust an extrapolation."""
+        import pandas as pd
+
+        N, D = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float))
+        weights = (self.options.get("selection") or {}).get("weights") or {self.form: 1.0}
+        rows = [pd.DataFrame({"form": f, "weight": weights.get(f, 0.0), "N": N.ravel(), "D": D.ravel(),
+                              "loss": np.ravel(get_form(f)(N, D, p))})
+                for f, p in {self.form: self.params, **(self.options.get("alternatives") or {})}.items()]
+        return pd.concat(rows, ignore_index=True)
+
+    def form_spread(self, N, D, **variables) -> np.ndarray:
+        """Weighted rms of the credible forms' log-loss differences from this fit's form at (N, D):
+        the model uncertainty intervals carry (0 when the form was not chosen by backtest)."""
+        alts = self.options.get("alternatives") or {}
+        if not alts or variables:
+            return np.zeros(np.broadcast(np.asarray(N), np.asarray(D)).shape)
+        weights = self.options["selection"]["weights"]
+        with np.errstate(all="ignore"):
+            base = np.log(self.law(N, D, self.params))
+            num = sum(weights.get(f, 0.0) * np.nan_to_num((np.log(get_form(f)(N, D, p)) - base) ** 2)
+                      for f, p in alts.items() if weights.get(f, 0.0) > 0)
+        total = weights.get(self.form, 0.0) + sum(weights.get(f, 0.0) for f in alts)
+        return np.sqrt(np.broadcast_to(num, np.broadcast(np.asarray(N), np.asarray(D)).shape) / total)
 
     def interval_kind(self, kind: str = "prediction") -> str:
         """Words for the interval that :meth:`interval` gives for ``kind``."""
@@ -260,13 +316,32 @@ class LossSurfaceFit:
         return pd.DataFrame(self.allocation(C, level, kind, **variables))
 
     def _optimal_samples(self, C, var):
-        if self.law.allocate is not None and not var:
-            return self.law.allocate(C[None, :], **self._sample_columns())
-        rows = [self._optimal(C, dict(zip(self.param_names, r)), var) for r in self.bootstrap_params]
-        return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+        """Every bootstrap sample's allocation at budgets C, shape (B, k), in one vectorised call."""
+        return self.law.optimal(C[None, :], self._sample_columns(), **{k: v[None, :] for k, v in var.items()})
 
     def _optimal(self, C, params, var):
         return self.law.optimal(C, params, **var)
+
+    def extrapolation_decades(self, N, D) -> np.ndarray:
+        """How far (N, D) lies outside the fitted runs, in decades: the distance in (log10 N,
+        log10 D) to the convex hull of the fitted points (0 inside). A point beyond the largest
+        size, the longest run, or the largest compute (large N with large D, a corner the runs
+        did not reach) is outside; the hull of a fit saved without one is its N and D box."""
+        pts = np.stack(np.broadcast_arrays(np.log10(np.asarray(N, dtype=float)),
+                                           np.log10(np.asarray(D, dtype=float))), axis=-1)
+        hull = self.options.get("hull")
+        if not hull:
+            r = self.data_range
+            hull = [[math.log10(r[f"N_{a}"]), math.log10(r[f"D_{b}"])]
+                    for a, b in (("min", "min"), ("max", "min"), ("max", "max"), ("min", "max"))]
+        return hull_distance(pts, np.asarray(hull, dtype=float))
+
+    def _distance_factor(self, N, D) -> np.ndarray:
+        """Growth of the calibrated interval with extrapolation distance, 1 + decades / scale: a
+        law's error grows with how far it is carried, faster than its bootstrap spread shows.
+        Fits saved without a scale (older files) do not grow."""
+        scale = self.options.get("distance_scale")
+        return 1.0 + self.extrapolation_decades(N, D) / scale if scale else 1.0
 
     def decades_beyond_fit(self, C) -> np.ndarray:
         """How many decades of compute C lies outside the fitted budgets (0 inside)."""
@@ -303,6 +378,12 @@ class LossSurfaceFit:
             "",
             self.to_frame(level).to_string(float_format=lambda v: f"{v:.6g}"),
         ]
+        if self.selection is not None:
+            show = self.selection.drop(columns=["note"]).copy()
+            for c in ("mean_abs_rel_error", "worst_abs_rel_error", "n_opt_abs_rel_error", "coverage", "weight"):
+                show[c] = show[c].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2%}")
+            lines += ["", "Form chosen by extrapolation backtest (rolling origins in compute and size):",
+                      show.to_string(), f"  chosen: {self.selection_reason}"]
         bt = self.trust.get("backtest")
         if bt:
             lines += ["", f"Own backtest (fit budgets < {bt['holdout_flops']:.3g}, score that budget's "
@@ -415,6 +496,45 @@ def _check_level(level):
         raise InputError(f"level: must be a number strictly between 0 and 1; got {level!r}")
 
 
+def convex_hull(points: np.ndarray) -> list:
+    """Vertices, counter-clockwise, of the convex hull of 2-D points (Andrew's monotone chain);
+    degenerate sets give their extreme points."""
+    pts = sorted(set(map(tuple, np.round(np.asarray(points, dtype=float), 12))))
+    if len(pts) <= 2:
+        return [list(p) for p in pts]
+    cross = lambda o, a, b: (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    lower, upper = [], []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return [list(p) for p in lower[:-1] + upper[:-1]]
+
+
+def hull_distance(points: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Euclidean distance of points (..., 2) to a convex polygon (vertices counter-clockwise);
+    0 inside.
+
+    >>> float(hull_distance(np.array([3.0, 0.5]), np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]])))
+    2.0
+    """
+    a = hull
+    b = np.roll(hull, -1, axis=0)
+    p = points[..., None, :]                      # (..., 1, 2) against edges (E, 2)
+    ab = b - a
+    if len(hull) >= 3:
+        inside = np.all(ab[:, 0] * (p[..., 1] - a[:, 1]) - ab[:, 1] * (p[..., 0] - a[:, 0]) >= -1e-12, axis=-1)
+    else:
+        inside = np.zeros(points.shape[:-1], dtype=bool)
+    t = np.clip(np.sum((p - a) * ab, axis=-1) / np.maximum(np.sum(ab * ab, axis=-1), 1e-300), 0.0, 1.0)
+    d = np.sqrt(np.min(np.sum((p - (a + t[..., None] * ab)) ** 2, axis=-1), axis=-1))
+    return np.where(inside, 0.0, d)
+
+
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
     """Split-conformal quantile with the finite-sample correction ceil((n+1) level) / n."""
     s = np.sort(np.asarray(scores, dtype=float))
@@ -444,6 +564,27 @@ def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
         if span < 1.0:
             out.append(f"{what} spans only {span:.2f} decades (< 1): its exponent is barely "
                        "identifiable; widen the sweep")
+    return out
+
+
+def _diagnose_samples(form: Form, boot, frame) -> list[str]:
+    """Identifiability read off the data's shape and the bootstrap: too few distinct sizes or token
+    counts for the form, and exponents that trade off (bootstrap correlation near +-1)."""
+    out = []
+    from .selection import MIN_SIZES
+
+    need = MIN_SIZES.get(form.name, 3)
+    if frame["N"].nunique() < need:
+        out.append(f"too_few_sizes: {frame['N'].nunique()} distinct model sizes; the {form.name} form needs "
+                   f"{need} to place its N terms")
+    if boot is not None and {"alpha", "beta"} <= set(form.param_names):
+        j, k = form.param_names.index("alpha"), form.param_names.index("beta")
+        ok = np.isfinite(boot[:, j]) & np.isfinite(boot[:, k])
+        if ok.sum() > 10 and np.std(boot[ok, j]) > 0 and np.std(boot[ok, k]) > 0:
+            r = float(np.corrcoef(boot[ok, j], boot[ok, k])[0, 1])
+            if abs(r) > 0.95:
+                out.append(f"exponent_tradeoff: alpha and beta trade off (bootstrap correlation {r:+.2f}): the "
+                           "data pin a combination of them, not each; N_opt's exponent beta/(alpha+beta) is loose")
     return out
 
 
@@ -524,6 +665,10 @@ def fit_loss_surface(
     from ._data import budget_groups, budget_of, read_table, surface_data
     from ._engine import FitData
 
+    if isinstance(form, (list, tuple)) or (isinstance(form, str) and form == "auto"):
+        kwargs = {k: v for k, v in locals().items() if k not in ("df", "form", "budget_groups", "budget_of",
+                                                                   "read_table", "surface_data", "FitData")}
+        return _fit_auto(df, None if isinstance(form, str) else tuple(form), **kwargs)
     law = get_form(form)
     fixed = dict(fixed or {})
     unknown_free = set(free) - set(law.defaults)
@@ -581,7 +726,7 @@ def fit_loss_surface(
         "loss_min": frame["loss"].min(), "loss_max": frame["loss"].max(),
         "n_budgets": int(groups_budget.max() + 1),
     }
-    diag = _diagnose(law, params, frame, fixed)
+    diag = _diagnose(law, params, frame, fixed) + _diagnose_samples(law, boot, frame)
     src = df if isinstance(df, (str, Path)) else "DataFrame"
     noise, noise_src = _run_noise(table, n, d, loss, run_noise)
     used_group = _group_column(table, group)
@@ -596,7 +741,9 @@ def fit_loss_surface(
                  "calibration_budgets": n_cal,
                  "n_definition": _n_definition(table, n, n_kind),
                  "shape_family": _shape_family(table),
-                 "run_noise": noise, "run_noise_source": noise_src},
+                 "run_noise": noise, "run_noise_source": noise_src,
+                 "distance_scale": DISTANCE_SCALE if scores is not None else None,
+                 "hull": convex_hull(np.log10(frame[["N", "D"]].to_numpy()))},
         provenance=_provenance(src), status=best.status,
     )
     if trust is None:
@@ -613,6 +760,43 @@ def refit_frame(frame, **kwargs) -> LossSurfaceFit:
     the backtests' building block."""
     table = frame.rename(columns={"N": "params", "D": "tokens", "budget": "flops"})
     return fit_loss_surface(table, trust=False, **kwargs)
+
+
+def _fit_auto(df, forms, **kw) -> LossSurfaceFit:
+    """``form="auto"`` (or a list of forms): choose the form by extrapolation backtests
+    (:func:`fits.selection.compare_forms`), fit it, and carry the credible forms' full-data fits so
+    that intervals include their disagreement."""
+    import dataclasses
+
+    from ._data import budget_groups, budget_of, read_table, surface_data
+    from .selection import CANDIDATES, compare_forms
+
+    forms = CANDIDATES if forms is None else forms
+    if kw.get("unique_tokens") is not None:
+        raise InputError("form: 'auto' compares laws of N and D; fit the data_constrained form by name "
+                         "when the table has unique tokens")
+    if kw.get("fixed") or kw.get("free"):
+        raise InputError("form: 'auto' fits every candidate freely; fixed/free need a named form")
+    table = read_table(df)
+    frame = surface_data(table, n=kw["n"], d=kw["d"], loss=kw["loss"], flops=kw["flops"], min_points=6)
+    cmp = compare_forms(frame, forms, delta=kw["delta"], seed=kw["seed"])
+    trust = kw.pop("trust")
+    fit = fit_loss_surface(df, form=cmp.chosen, trust=False, **kw)
+    quiet = {**kw, "bootstrap": 0, "calibrate": False, "progress": False}
+    alts = {}  # every candidate's full-data fit: the spread uses the credible ones (weight > 0)
+    for f in cmp.table.index:
+        if f != cmp.chosen:
+            try:
+                alts[f] = fit_loss_surface(table, form=f, trust=False, **quiet).params
+            except InputError:
+                continue
+    fit = dataclasses.replace(fit, options={**fit.options, "selection": cmp.to_dict(), "alternatives": alts})
+    groups = budget_groups(budget_of(frame))
+    if trust is None:
+        trust = bool(kw["bootstrap"]) and groups.max() >= 2
+    if trust:
+        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups, kw["delta"], {}, kw["seed"]))
+    return fit
 
 
 def _run_noise(table, n: str, d: str | None, loss: str, given: float | None):
@@ -710,6 +894,7 @@ def _shape_family(table) -> dict | None:
     return fam
 
 
+DISTANCE_SCALE = 0.1    # decades of extrapolation over which a calibrated interval doubles
 TRUST_ERROR = 0.02      # own-backtest mean |relative error| above which a fit is flagged
 TRUST_WIDTH = 0.10      # 90% prediction interval (relative full width) at 10x the data above which
 
@@ -751,7 +936,8 @@ def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
 
 def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.ndarray:
     """B refits on resamples of whole groups (``labels``; one row per group when rows are
-    independent). Chinchilla refits run as one vectorised batch; the few it cannot finish, and
+    independent). Refits of forms with an analytic Jacobian run as one vectorised batch; the few
+    it cannot finish, and
     every refit of other forms, are polished one by one."""
     from ._engine import batched_refits, robust_fit
 
@@ -760,7 +946,7 @@ def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.
     picks = rng.integers(0, len(uniq), (B, len(uniq)))
     out = np.full((B, len(law.param_names)), np.nan)
     todo = np.arange(B)
-    if hasattr(law, "log_curvature"):
+    if hasattr(law, "log_jacobian"):
         sizes = np.array([len(m) for m in members])
         width = int(sizes[picks].sum(axis=1).max())
         index = np.zeros((B, width), dtype=int)
@@ -788,14 +974,19 @@ def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.
     return out
 
 
-def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, boot=100):
-    """Extrapolation backtests: for each of the largest budgets g, fit on budgets < g and score
-    the runs at g by |log residual| / predictive sd. Returns (scores, number of backtests)."""
+def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, max_axis_holdouts=3, boot=100):
+    """Extrapolation backtests: for each of the largest budgets g (from the fourth), fit on budgets
+    < g and score the runs at g by |log residual| / predictive sd (grown with the distance beyond
+    the backtest's runs); likewise for the largest model sizes and token counts. Returns (scores,
+    number of backtests)."""
+    from .selection import extrapolation_folds
+
     n_groups = int(groups.max()) + 1
-    holdouts = [g for g in range(max(3, n_groups - max_holdouts), n_groups)]
+    masks = [(groups < g, groups == g) for g in range(max(3, n_groups - max_holdouts), n_groups)]
+    masks += [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_axis_holdouts, axes=("size", "tokens"))]
     scores = []
-    for g in holdouts:
-        train, test = frame[groups < g], frame[groups == g]
+    for tr, te in masks:
+        train, test = frame[tr], frame[te]
         if len(train) <= len(law.param_names) or train["N"].nunique() < 2 or train["D"].nunique() < 2:
             continue
         sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
@@ -805,8 +996,9 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, bo
         center = np.log(sub.predict(N, D, **var))
         Nb, Db, v = sub._inputs(N, D, dict(var))
         sd = np.sqrt(np.nanvar(sub._log_samples(Nb, Db, v), axis=0) + sub.residual_scale**2)
+        sd = sd * (1.0 + sub.extrapolation_decades(N, D) / DISTANCE_SCALE)
         scores.extend(np.abs(np.log(test["loss"].to_numpy()) - center) / sd)
-    return (np.asarray(scores) if scores else None), len(holdouts)
+    return (np.asarray(scores) if scores else None), len(masks)
 
 
 def _provenance(source) -> dict:

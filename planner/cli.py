@@ -70,6 +70,8 @@ def _card(plan) -> str:
            if "tokens_low" in plan.intervals else ""),
         f"  tokens / parameter  {plan.tokens_per_param:.3g}",
         f"  predicted loss      {plan.loss:.4f}" + iv,
+        f"  law                 {plan.sources['form']}"
+        + (f"; the candidate forms part by {plan.extra['form_spread']:.2%} here" if "form_spread" in plan.extra else ""),
         f"  model               d_model {s.d_model}, {s.n_layers} layers, {s.n_heads} heads x {s.d_head}, "
         f"d_ff {s.d_ff}, vocab {s.vocab_size}, seq {s.seq_len}: {s.params:.4g} params "
         f"({s.non_embedding_params:.4g} non-embedding), {s.flops_per_token:.4g} FLOPs/token",
@@ -277,7 +279,8 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         click.echo("\n\n".join(_card(p) for p in plans))
     else:
         click.echo(_table(rows))
-        click.echo(f"\nlaw: {plans[0].sources['loss']}\nlr/batch: {plans[0].sources['lr']}")
+        click.echo(f"\nlaw: {plans[0].sources['loss']}\nform: {plans[0].sources['form']}"
+                   f"\nlr/batch: {plans[0].sources['lr']}")
         risky = [f"{p.budget.flops:.3g}: {r}" for p in plans for r in p.risks]
         if risky:
             click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))

@@ -329,6 +329,17 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         risks.insert(len(trust), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
                         f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
     label = _fit_label(fit)
+    preds = fit.form_predictions(params, tokens)
+    if len(preds) > 1:  # forms chosen by backtest: how far the candidate laws part at this plan
+        extra.update({f"loss_{f}": float(v) for f, v in zip(preds["form"], preds["loss"])})
+        extra["form_spread"] = float(preds["loss"].max() / preds["loss"].min() - 1.0)
+        cred = preds[preds["weight"] > 0]
+        spread = float(cred["loss"].max() / cred["loss"].min() - 1.0)
+        if spread > 0.02:
+            preds = cred
+            risks.insert(len(trust), f"warning: the credible loss laws disagree by {spread:.1%} at this plan ("
+                         + ", ".join(f"{f} {v:.4g}" for f, v in zip(preds["form"], preds["loss"]))
+                         + "): the interval carries it, but the extrapolation rests on the chosen form")
     shape_src = (f"the probes' shape family (depth {family.depth}, head {family.d_head}, "
                  f"d_ff {family.ffn_ratio:.3g} x width, vocab {family.vocab_size}, seq {family.seq_len})"
                  if family.kind == "probe" else
@@ -337,6 +348,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         "params": alloc_source.format(fit=label) + f"; N counts {kind.replace('_', '-')} parameters, as fitted",
         "tokens": alloc_source.format(fit=label),
         "loss": f"{label}; interval: {interval}",
+        "form": fit.selection_reason,
         "shape": shape_src,
         "lr": lr_src, "batch": batch_src + "; rounded to a power-of-two number of sequences",
         "warmup": warmup_src,
