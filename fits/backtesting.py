@@ -13,7 +13,7 @@ import pandas as pd
 
 from ._data import budget_groups, budget_of, surface_data
 from .errors import InputError
-from .isoflop import parabola_vertex
+from .isoflop import vertex_check
 from .surface import LossSurfaceFit, refit_frame
 
 __all__ = ["BacktestResult", "backtest"]
@@ -125,11 +125,11 @@ def backtest(df, n: str = "params", d: str | None = "tokens", loss: str = "loss"
     rows = []
     for g, sub in points.groupby("budget"):
         C = float(np.exp(np.mean(np.log(sub["flops"]))))
-        v = parabola_vertex(np.log(sub["params"].to_numpy()), sub["loss"].to_numpy())
-        n_ref = float(np.exp(v[0])) if v is not None else np.nan
+        v, check = vertex_check(np.log(sub["params"].to_numpy()), sub["loss"].to_numpy())
+        n_ref = float(np.exp(v[0])) if check == "ok" else np.nan  # an off-grid or flat vertex measures nothing
         n_pred = float(fit.optimal_allocation(C, level=None)["params"].iloc[0])
         rows.append({"budget": g, "flops": C, "n_runs": len(sub), "params_opt_predicted": n_pred,
-                     "params_opt_observed": n_ref, "n_opt_rel_error": n_pred / n_ref - 1.0,
+                     "params_opt_observed": n_ref, "vertex": check, "n_opt_rel_error": n_pred / n_ref - 1.0,
                      "mean_abs_rel_error": sub["abs_rel_error"].mean(),
                      "coverage": sub["inside"].mean() if bootstrap else np.nan})
     budgets = pd.DataFrame(rows)

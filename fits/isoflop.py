@@ -36,6 +36,34 @@ def parabola_vertex(log_n: np.ndarray, loss: np.ndarray) -> tuple[float, float] 
     return float(x0 + xv), float(c0 - c1 * c1 / (4 * c2))
 
 
+def vertex_check(log_n: np.ndarray, loss: np.ndarray) -> tuple[tuple[float, float] | None, str]:
+    """The parabola vertex of one isoFLOP curve and whether it can be read: "ok"; "too_few_sizes"
+    (< 3 distinct sizes); "flat" (not convex, or the curve rises from its vertex to the grid's edges
+    by less than twice its scatter: the minimum is not placed); "off_grid" (the vertex lies outside
+    the sampled sizes: the parabola extrapolates, and with alpha != beta a symmetric parabola is
+    biased there; re-centre the grid on it).
+
+    >>> x = np.log([1e8, 2e8, 4e8]); vertex_check(x, (x - np.log(1e9))**2)[1]
+    'off_grid'
+    """
+    v = parabola_vertex(log_n, loss)
+    if len(np.unique(log_n)) < 3:
+        return None, "too_few_sizes"
+    if v is None:
+        return None, "flat"
+    x0 = np.mean(log_n)
+    c = np.polyfit(log_n - x0, loss, 2)
+    resid = loss - np.polyval(c, log_n - x0)
+    dof = max(len(loss) - 3, 1)
+    scatter = float(np.sqrt(np.sum(resid**2) / dof)) if len(loss) > 3 else 0.0
+    rise = c[0] * (0.5 * (log_n.max() - log_n.min())) ** 2
+    if rise <= 2.0 * scatter:
+        return v, "flat"
+    if not log_n.min() <= v[0] <= log_n.max():
+        return v, "off_grid"
+    return v, "ok"
+
+
 def _power_law(logc: np.ndarray, logy: np.ndarray) -> tuple[float, float]:
     """Slope and intercept of log y = slope log C + intercept (NaN with < 2 budgets)."""
     if len(logc) < 2:
@@ -52,17 +80,30 @@ def _optima(frame: pd.DataFrame, groups: np.ndarray, idx_by_group: dict) -> pd.D
         best = sub.iloc[int(np.argmin(sub["loss"].to_numpy()))]
         rows.append({"approach": 1, "budget": g, "flops": float(best["C"]), "params_opt": float(best["N"]),
                      "tokens_opt": float(best["D"]), "loss_opt": float(best["loss"]), "n_runs": len(sub)})
-        v = parabola_vertex(np.log(sub["N"].to_numpy()), sub["loss"].to_numpy())
+        v, check = vertex_check(np.log(sub["N"].to_numpy()), sub["loss"].to_numpy())
         if v is not None:
             n_opt = float(np.exp(v[0]))
             rows.append({"approach": 2, "budget": g, "flops": C, "params_opt": n_opt,
-                         "tokens_opt": C / (6 * n_opt), "loss_opt": v[1], "n_runs": len(sub)})
-    return pd.DataFrame(rows)
+                         "tokens_opt": C / (6 * n_opt), "loss_opt": v[1], "n_runs": len(sub),
+                         "sizes_min": float(sub["N"].min()), "sizes_max": float(sub["N"].max()), "vertex": check})
+    out = pd.DataFrame(rows)
+    if "vertex" not in out.columns:
+        out["vertex"] = None
+    out.loc[out["approach"] == 1, "vertex"] = "best run"
+    return out
+
+
+def _usable(opt: pd.DataFrame) -> pd.DataFrame:
+    """Approach 1 rows, and Approach 2 vertices that can be read (see :func:`vertex_check`); when
+    fewer than two vertices can, all of them (the result then carries a warning)."""
+    a2 = opt[opt["approach"] == 2]
+    ok = a2[a2["vertex"] == "ok"]
+    return pd.concat([opt[opt["approach"] == 1], ok if len(ok) >= 2 else a2])
 
 
 def _exponents(opt: pd.DataFrame) -> dict:
     out = {}
-    for ap, sub in opt.groupby("approach"):
+    for ap, sub in _usable(opt).groupby("approach"):
         logc = np.log(sub["flops"].to_numpy())
         a, ka = _power_law(logc, np.log(sub["params_opt"].to_numpy()))
         b, kb = _power_law(logc, np.log(sub["tokens_opt"].to_numpy()))
@@ -92,8 +133,36 @@ class IsoflopResult:
     def to_frame(self) -> pd.DataFrame:
         return self.exponents.copy()
 
+    @property
+    def warnings(self) -> list[str]:
+        """Named checks that limit what the exponents mean: off-grid or flat vertices, too few
+        budgets, exponents outside (0, 1)."""
+        out = []
+        a2 = self.budgets[self.budgets["approach"] == 2]
+        for _, r in a2[a2["vertex"] != "ok"].iterrows():
+            what = {"off_grid": f"its vertex N*={r['params_opt']:.4g} lies outside the sampled sizes "
+                                f"{r['sizes_min']:.4g}-{r['sizes_max']:.4g}: the parabola extrapolates (and a "
+                                "symmetric parabola is biased when alpha != beta); re-centre the grid on it",
+                    "flat": "the curve is too flat to place its minimum (it rises less than twice its scatter "
+                            "across the grid); widen the grid"}.get(r["vertex"], r["vertex"])
+            used = (a2["vertex"] == "ok").sum() >= 2
+            out.append(f"{r['vertex']}: budget {r['flops']:.3g}: {what}"
+                       + ("; left out of the power law" if used else "; kept, as fewer than two vertices can be read"))
+        n_ok = int((a2["vertex"] == "ok").sum())
+        if n_ok < 3:
+            out.append(f"too_few_budgets: {n_ok} readable isoFLOP vertices; a power law through fewer than "
+                       "three has no check on its own fit")
+        if 2 in self.exponents.index:
+            a = float(self.exponents.loc[2, "a"])
+            if not 0.0 < a < 1.0:
+                out.append(f"implausible_exponent: Approach 2 gives N_opt ~ C^{a:.3g} (outside 0-1: N and D "
+                           "cannot both grow with compute); do not use it")
+        return out
+
     def report(self) -> str:
-        lines = ["IsoFLOP analysis (Hoffmann et al. 2022): N_opt ~ C^a, D_opt ~ C^b",
+        warns = self.warnings
+        lines = (["WARNINGS (read these first):"] + [f"  - {w}" for w in warns] + [""] if warns else []) + [
+                 "IsoFLOP analysis (Hoffmann et al. 2022): N_opt ~ C^a, D_opt ~ C^b",
                  self.exponents.to_string(float_format=lambda v: f"{v:.4g}"), "",
                  "Per-budget optima:", self.budgets.to_string(float_format=lambda v: f"{v:.4g}")]
         return "\n".join(lines)

@@ -19,7 +19,7 @@ import pandas as pd
 from ._data import budget_groups, budget_of
 from .errors import InputError
 from .forms import get_form
-from .isoflop import parabola_vertex
+from .isoflop import vertex_check
 
 __all__ = ["CANDIDATES", "FormComparison", "compare_forms", "extrapolation_folds", "plot_forms"]
 
@@ -95,10 +95,8 @@ def extrapolation_folds(frame: pd.DataFrame, max_folds: int = 3, axes=("compute"
 
 
 def _observed_n_opt(test: pd.DataFrame) -> float:
-    v = parabola_vertex(np.log(test["N"].to_numpy()), test["loss"].to_numpy())
-    if v is None or not test["N"].min() <= math.exp(v[0]) <= test["N"].max():
-        return math.nan
-    return math.exp(v[0])
+    v, check = vertex_check(np.log(test["N"].to_numpy()), test["loss"].to_numpy())
+    return math.exp(v[0]) if check == "ok" else math.nan
 
 
 def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, seed: int = 0,

@@ -95,6 +95,20 @@ class LossSurfaceFit:
                        "run_noise")
         return out + list(self.diagnostics)
 
+    @property
+    def checks(self) -> "pd.DataFrame":
+        """Identifiability checks as a tidy table (check, reason): the fit status when it is not
+        ``converged``, then each named diagnostic (at_bound, E_not_identified, narrow_span,
+        too_few_sizes, exponent_tradeoff, flat_isoflops, off_grid_isoflops, approach2_bias)."""
+        import pandas as pd
+
+        rows = [] if self.status == "converged" else [(self.status, STATUSES.get(self.status, self.message))]
+        for d in self.diagnostics:
+            name, sep, reason = d.partition(": ")
+            rows.append((name, reason) if sep and name.replace("_", "").isalnum() and " " not in name
+                        else ("note", d))
+        return pd.DataFrame(rows, columns=["check", "reason"])
+
     # --- basic views ------------------------------------------------------------------------
     @property
     def law(self) -> Form:
@@ -554,15 +568,15 @@ def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
         span = (hi[j] - lo[j]) if np.isfinite(hi[j] - lo[j]) else 1.0
         if abs(theta[j] - lo[j]) < 1e-3 * span or abs(theta[j] - hi[j]) < 1e-3 * span:
             a, b = form.bounds[p]
-            out.append(f"{p} = {params[p]:.4g} sits on its bound [{a}, {b}]: the data do not "
+            out.append(f"at_bound: {p} = {params[p]:.4g} sits on its bound [{a}, {b}]: the data do not "
                        "pin it; treat derived allocations as unreliable")
     if "E" in params and "E" not in fixed and params["E"] < 0.01 * frame["loss"].min():
-        out.append(f"E = {params['E']:.3g} is near 0: the runs do not reach the loss floor, so the "
+        out.append(f"E_not_identified: E = {params['E']:.3g} is near 0: the runs do not reach the loss floor, so the "
                    "irreducible loss (and any prediction far beyond the data) is not identified")
     for col, what in (("N", "model size N"), ("D", "token count D")):
         span = math.log10(frame[col].max() / frame[col].min())
         if span < 1.0:
-            out.append(f"{what} spans only {span:.2f} decades (< 1): its exponent is barely "
+            out.append(f"narrow_span: {what} spans only {span:.2f} decades (< 1): its exponent is barely "
                        "identifiable; widen the sweep")
     return out
 
@@ -585,6 +599,44 @@ def _diagnose_samples(form: Form, boot, frame) -> list[str]:
             if abs(r) > 0.95:
                 out.append(f"exponent_tradeoff: alpha and beta trade off (bootstrap correlation {r:+.2f}): the "
                            "data pin a combination of them, not each; N_opt's exponent beta/(alpha+beta) is loose")
+    return out
+
+
+def _diagnose_isoflops(form: Form, params: dict, frame, groups) -> list[str]:
+    """IsoFLOP checks where the table has isoFLOP budgets (3+ sizes at one budget): curves too flat
+    or off-grid to place their minimum, and the Approach 2 bias of the sampled grid (a parabola fitted
+    to the law's own predictions on the grid, against the law's optimum: alpha != beta makes the
+    curve asymmetric in log N, and an off-centre grid turns that into a shifted vertex)."""
+    from .isoflop import vertex_check
+
+    if form.variables:
+        return []
+    checks, biases = {}, []
+    for g in np.unique(groups):
+        sub = frame[groups == g]
+        if sub["N"].nunique() < 3:
+            continue
+        ln = np.log(sub["N"].to_numpy())
+        _, check = vertex_check(ln, sub["loss"].to_numpy())
+        checks.setdefault(check, []).append(float(sub["C"].median()))
+        C = float(np.exp(np.log(sub["C"]).mean()))
+        with np.errstate(all="ignore"):
+            model = form(np.exp(ln), C / (6.0 * np.exp(ln)), params)
+            v = vertex_check(ln, np.asarray(model, float))[0]
+            n_law = float(form.optimal(C, params)[0][0])
+        if v is not None and np.isfinite(n_law) and n_law > 0:
+            biases.append((C, math.exp(v[0]) / n_law - 1.0))
+    out = []
+    for check, what in (("flat", "are too flat to place their minimum (they rise less than twice their scatter)"),
+                        ("off_grid", "have their minimum outside the sampled sizes (the parabola extrapolates)")):
+        if checks.get(check):
+            out.append(f"{check}_isoflops: {len(checks[check])} isoFLOP curve(s) {what}: budgets "
+                       + ", ".join(f"{c:.3g}" for c in checks[check]))
+    worst = max(biases, key=lambda b: abs(b[1]), default=None)
+    if worst is not None and abs(worst[1]) > 0.1:
+        out.append(f"approach2_bias: on the sampled grid at {worst[0]:.3g} FLOPs an isoFLOP parabola puts the "
+                   f"optimum {worst[1]:+.0%} off the law's own (alpha != beta or an off-centre grid): read isoFLOP "
+                   "vertices from this table with that bias")
     return out
 
 
@@ -726,7 +778,8 @@ def fit_loss_surface(
         "loss_min": frame["loss"].min(), "loss_max": frame["loss"].max(),
         "n_budgets": int(groups_budget.max() + 1),
     }
-    diag = _diagnose(law, params, frame, fixed) + _diagnose_samples(law, boot, frame)
+    diag = (_diagnose(law, params, frame, fixed) + _diagnose_samples(law, boot, frame)
+            + _diagnose_isoflops(law, params, frame, groups_budget))
     src = df if isinstance(df, (str, Path)) else "DataFrame"
     noise, noise_src = _run_noise(table, n, d, loss, run_noise)
     used_group = _group_column(table, group)

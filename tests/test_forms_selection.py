@@ -159,3 +159,41 @@ def test_auto_rejects_what_it_cannot_compare():
         fit_loss_surface(table, form="auto", unique_tokens="unique")
     with pytest.raises(ValueError, match="auto"):
         fit_loss_surface(table, form="auto", fixed={"E": 1.8})
+
+
+def test_isoflop_flags_vertices_off_the_grid_and_leaves_them_out():
+    from fits import isoflop_analysis
+
+    rows = []
+    for c, centre in ((1e17, 1.0), (1e18, 1.0), (1e19, 1.0), (1e20, 30.0)):  # the last grid sits far off its optimum
+        n_opt = float(chinchilla_allocation(c, 480.0, 2000.0, 0.34, 0.34)[0])
+        for n in n_opt * centre * np.geomspace(0.3, 3.0, 5):
+            d = c / (6 * n)
+            rows.append((n, d, 1.8 + 480 / n**0.34 + 2000 / d**0.34))
+    r = isoflop_analysis(pd.DataFrame(rows, columns=["params", "tokens", "loss"]), bootstrap=0)
+    assert any(w.startswith("off_grid: budget 1e+20") and "left out" in w for w in r.warnings)
+    assert r.budgets.query("approach == 2")["vertex"].tolist() == ["ok", "ok", "ok", "off_grid"]
+    assert r.exponents.loc[2, "a"] == pytest.approx(0.5, abs=0.03)  # from the three readable vertices
+    assert r.report().startswith("WARNINGS")
+
+
+def test_isoflop_flags_flat_curves_and_implausible_exponents():
+    from fits import isoflop_analysis
+
+    rng = np.random.default_rng(0)
+    rows = [(n, c / (6 * n), 2.0 + rng.normal(0, 0.01)) for c in (1e17, 1e18, 1e19) for n in np.geomspace(1e6, 3e6, 5)]
+    try:
+        r = isoflop_analysis(pd.DataFrame(rows, columns=["params", "tokens", "loss"]), bootstrap=0)
+    except ValueError as exc:  # no convex curve at all: refused with the reason
+        assert "Approach 2" in str(exc)
+        return
+    assert any(w.startswith("flat") for w in r.warnings)
+
+
+def test_fit_names_its_identifiability_checks():
+    # two sizes only, each a grid in D: N barely seen, alpha and beta trade off
+    table = grid_table("chinchilla", BESIROGLU, sizes=np.array([1e8, 1.5e8]), tpp=np.geomspace(5, 50, 6),
+                       noise=0.003, seed=2)
+    fit = fit_loss_surface(table, bootstrap=50)
+    names = set(fit.checks["check"])
+    assert {"too_few_sizes", "narrow_span"} <= names, fit.checks
