@@ -7,12 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "to_jsonable", "read_json"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "to_jsonable", "read_json"]
 
 
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file and rename: readers never see a partial
     file, and an existing file survives a failed write untouched."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """:func:`atomic_write_text` for bytes (images)."""
     import tempfile
 
     path = Path(path)
@@ -22,8 +27,8 @@ def atomic_write_text(path, text: str) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

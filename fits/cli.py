@@ -39,13 +39,17 @@ from ._io import atomic_write_text
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Save a plot of the fit (PNG); with --form auto, also <stem>_forms.png: every form's "
                    "backtest extrapolation.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write a one-page report of the fit: .html (self-contained) or .md (plots beside it).")
 @guarded
 def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed, run_noise, level, out,
-         isoflop, holdout, plot):
+         isoflop, holdout, plot, report):
     """Fit a scaling law L(N, D) to RESULTS (a CSV with one row per run)."""
     from . import backtest, fit_loss_surface, isoflop_analysis
     from ._data import surface_data
 
+    if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
+        raise InputError(f"--report: the file must end in .html or .md; got {report!r}")
     fit = fit_loss_surface(results, n=n, d=d, loss=loss, flops=flops, form=form,
                            unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed,
                            group=None if group == "none" else group, run_noise=run_noise,
@@ -71,6 +75,15 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
                                        bootstrap=max(bootstrap, 50), seed=seed, **extra).report())
         except InputError as exc:
             click.echo(f"\nbacktest skipped: {exc}", err=True)
+    if report:
+        from .report import build_fit_report
+
+        frame = surface_data(results, n=n, d=d, loss=loss, flops=flops)
+        try:
+            written = build_fit_report(fit, frame).write(report)
+        except OSError as exc:
+            raise InputError(f"--report: cannot write {report!r} ({exc.strerror or exc}); choose a writable path")
+        click.echo("wrote " + ", ".join(str(w) for w in written))
     if plot:
         frame = surface_data(results, n=n, d=d, loss=loss, flops=flops)
         ax = fit.plot(data=frame)

@@ -244,7 +244,10 @@ class LossSurfaceFit:
     @property
     def selection_reason(self) -> str:
         sel = self.options.get("selection")
-        return sel["reason"] if sel else f"{self.form}: chosen by the user"
+        if sel:
+            return sel["reason"]
+        preset = self.provenance.get("preset")
+        return f"{self.form}: the form of preset {preset.get('name')}" if preset else f"{self.form}: named in the fit"
 
     def form_predictions(self, N, D) -> "pd.DataFrame":
         """Each candidate form's predicted loss at (N, D) (columns: form, weight, N, D, loss; weight 0

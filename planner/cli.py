@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import click
 
 from fits._cli import fail, guarded
+from fits._io import atomic_write_bytes
 from fits.errors import InputError
 
 from .budget import UNITS, Budget
@@ -137,11 +137,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _render_plot(plans, dest: Path) -> Path:
-    """Draw loss, N and D against budget into a temporary PNG beside ``dest``; return its path."""
-    import tempfile
-
+def _render_plot(plans) -> bytes:
+    """Loss, N and D against budget, as PNG bytes (written with the other outputs at the end)."""
     from fits._plot import pyplot
+
+    from .report import png_bytes
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -160,12 +160,7 @@ def _render_plot(plans, dest: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("budget (training FLOPs)")
     fig.tight_layout()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(tmp)
+    return png_bytes(fig)
 
 
 def _fit_results(path):
@@ -176,12 +171,15 @@ def _fit_results(path):
     from fits import fit_loss_surface
     from fits._data import read_table
 
+    from fits._data import surface_data
+
     t = read_table(path, "--results")
     if "final" in t.columns:
         t = t[t["final"].astype(str).str.lower().isin(["true", "1"])]
     n = "params_total" if "params_total" in t.columns and "params" not in t.columns else "params"
     loss = "loss" if "loss" in t.columns or "val_loss" not in t.columns else "val_loss"
-    return fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)
+    fit = fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)
+    return fit, surface_data(t, n=n, d="tokens", loss=loss)
 
 
 def _hparams_from_results(path):
@@ -230,13 +228,17 @@ def _hparams_from_results(path):
               help="Unique training tokens available: plan for repeated data and report its risk.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the plan table as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot loss, N and D against budget (PNG).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write a one-page decision report: .html (self-contained, opens offline) or .md (plots "
+                   "as PNG files beside it).")
 @click.option("--emit-grid", type=click.Path(dir_okay=False), default=None,
               help="Write a probe grid (TOML) that trains the planned model with the probe runner.")
 @click.option("--isoflop", "emit_isoflop", is_flag=True,
               help="With --emit-grid: also the shapes nearest N/3 and 3N on the same budget.")
 @guarded
 def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
-         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot, emit_grid, emit_isoflop):
+         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot, report, emit_grid,
+         emit_isoflop):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
     from .presets import DEFAULT_PRESET, list_presets as _list
@@ -251,6 +253,8 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         fail("--preset/--fit/--results: give at most one source of the law")
     if not 0 < level < 1:
         fail(f"--level: must be strictly between 0 and 1; got {level}")
+    if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
+        fail(f"--report: the file must end in .html or .md; got {report!r}")
     if emit_isoflop and not emit_grid:
         fail("--isoflop: goes with --emit-grid PATH")
     amounts = parse_budgets(budget)
@@ -260,8 +264,9 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     if hparams is not None and hparams.endswith(".json"):
         from fits.hparams import load_hparams
         hp = load_hparams(hparams)
+    data = None
     if results is not None:
-        source = _fit_results(results)
+        source, data = _fit_results(results)
         if hp is None:
             hp = _hparams_from_results(results)
     else:
@@ -274,7 +279,12 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
-    png = _render_plot(plans, Path(plot)) if plot else None
+    png = _render_plot(plans) if plot else None
+    page = None
+    if report:
+        from .report import build_report
+
+        page = build_report(plans, source, data)
     if len(plans) == 1 or (inference_tokens is not None and len(plans) == 2):
         click.echo("\n\n".join(_card(p) for p in plans))
     else:
@@ -284,20 +294,27 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         risky = [f"{p.budget.flops:.3g}: {r}" for p in plans for r in p.risks]
         if risky:
             click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
+    writes = []  # (option, path, write): everything is computed before the first file is written
     if emit_grid:
         from .emit import plan_grid_toml
         from fits._io import atomic_write_text
 
         main_plan = next(p for p in plans if p.variant == "compute-optimal")
         text = plan_grid_toml(main_plan, source, fit_path or results, isoflop=emit_isoflop)
-        atomic_write_text(Path(emit_grid), text)
-        click.echo(f"\nwrote {emit_grid} (probe run {emit_grid})")
+        writes.append(("--emit-grid", emit_grid, lambda: [atomic_write_text(Path(emit_grid), text)]))
     if out:
-        _write_csv(Path(out), rows)
-        click.echo(f"\nwrote {out}")
+        writes.append(("--out", out, lambda: [_write_csv(Path(out), rows) or Path(out)]))
     if png:
-        os.replace(png, plot)
-        click.echo(f"wrote {plot}")
+        writes.append(("--plot", plot, lambda: [atomic_write_bytes(Path(plot), png)]))
+    if page is not None:
+        writes.append(("--report", report, lambda: page.write(report)))
+    for option, path, write in writes:
+        try:
+            written = write()
+        except OSError as exc:
+            fail(f"{option}: cannot write {path!r} ({exc.strerror or exc}); choose a writable path")
+        click.echo("wrote " + ", ".join(str(w) for w in written)
+                   + (f" (probe run {emit_grid})" if option == "--emit-grid" else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover
