@@ -20,6 +20,7 @@ h1{font-size:1.45em;margin:.2em 0}h2{font-size:1.1em;margin:1.1em 0 .35em;border
 table{border-collapse:collapse;width:100%;font-size:.86em}
 td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f4f4f4}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+td:first-child,th:first-child{white-space:nowrap;overflow-wrap:normal}
 img{max-width:100%;height:auto;display:block;margin:4px 0}
 .risk{color:#8a1c00}.muted{color:#666;font-size:.85em}ul{margin:.2em 0 .2em 1.2em;padding:0}
 """
