@@ -126,3 +126,44 @@ def verify_main(fit_json, realised, n, d, loss, level, out):
     if out:
         atomic_write_text(Path(out), table.to_csv(index=False))
         click.echo(f"wrote {out}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("sweep", type=click.Path(dir_okay=False))
+@click.option("--n", "n", default="params", show_default=True, help="Column of (non-embedding) parameters N.")
+@click.option("--d", "d", default="tokens", show_default=True, help="Column of training tokens D.")
+@click.option("--lr", default="lr", show_default=True, help="Column of learning rates.")
+@click.option("--batch", default="batch_tokens", show_default=True, help="Column of batch sizes in tokens.")
+@click.option("--loss", default="val_loss", show_default=True, help="Column of losses.")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the laws as JSON (plan --hparams reads it).")
+@guarded
+def hparams_main(sweep, n, d, lr, batch, loss, bootstrap, seed, out):
+    """Fit every hyperparameter law SWEEP (an lr x batch sweep, e.g. a probe export) supports:
+    lr_opt(N, D) = k N^a_N D^a_D (the D exponent is the horizon law), B_opt(D), and B_crit(D) from
+    steps-to-target rows; say which could not be fitted, and why. `plan --hparams` uses each law
+    only within one decade of its data."""
+    from .hparams import fit_hyperparameters
+
+    if out and Path(out).suffix.lower() != ".json":
+        raise InputError(f"--out: the laws are written as JSON; give a .json path, not {out!r}")
+    hp = fit_hyperparameters(sweep, n=n, d=d, lr=lr, batch=batch, loss=loss, bootstrap=bootstrap, seed=seed)
+    click.echo(hp.report())
+    if out:
+        try:
+            hp.to_json(out)
+        except OSError as exc:
+            raise InputError(f"--out: cannot write {out!r} ({exc.strerror or exc}); choose a writable path")
+        click.echo(f"\nwrote {out}")
+
+
+def entry():
+    """The ``fit`` command: ``fit RESULTS ...`` fits a loss surface; ``fit hparams SWEEP ...`` fits
+    the hyperparameter laws."""
+    import sys
+
+    if sys.argv[1:2] == ["hparams"]:
+        return hparams_main(sys.argv[2:], prog_name="fit hparams")
+    return main()

@@ -25,7 +25,7 @@ from ._data import read_table
 from ._io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
 
-__all__ = ["HyperparameterFit", "fit_hyperparameters", "load_hparams", "critical_batch",
+__all__ = ["HyperparameterFit", "fit_hyperparameters", "load_hparams", "critical_batch", "critical_batch_law",
            "noise_scale_batch", "deepseek_prior", "step_law_prior"]
 
 SCHEMA = "scaling-planner/hyperparameter-fit"
@@ -176,6 +176,7 @@ class HyperparameterFit:
     level: float = 0.9
     notes: tuple = ()
     provenance: dict = field(default_factory=dict)
+    b_crit_law: dict | None = None
 
     def predict(self, N, D, level: float | None = None) -> pd.DataFrame:
         """lr_opt and batch_opt (tokens) at (N non-embedding params, D tokens), with intervals."""
@@ -214,6 +215,10 @@ class HyperparameterFit:
             + ("   (an N term improves the fit: see batch_with_N)" if self.n_term_needed else "   (no N term needed)"),
             f"  temperature: {self.temperature.get('verdict', 'n/a')}",
         ]
+        bc = self.b_crit_law
+        lines.append(f"  B_crit = exp({bc['log_k']:.4g}) D^{bc['b']:.4g} tokens (D: tokens to the target at the "
+                     f"smallest batch; b in [{bc['b_low']:.3g}, {bc['b_high']:.3g}], {bc['n_targets']} targets)"
+                     if bc else "  B_crit(D): not fitted (the sweep has no steps-to-target rows at 3+ targets)")
         if len(self.samples):
             ci = self.ci()
             lines.append("  intervals (bootstrap over cells):")
@@ -265,7 +270,7 @@ class HyperparameterFit:
             .to_dict(orient="list"), "temperature": self.temperature,
             "priors": self.priors.to_dict(orient="list"), "n_term_needed": self.n_term_needed,
             "data_range": self.data_range, "level": self.level, "notes": list(self.notes),
-            "provenance": self.provenance})
+            "provenance": self.provenance, "b_crit_law": self.b_crit_law})
 
     def to_json(self, path):
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
@@ -282,7 +287,7 @@ def load_hparams(path) -> HyperparameterFit:
             samples=np.asarray(d["samples"], float).reshape(-1, 5), cell_optima=pd.DataFrame(d["cell_optima"]),
             temperature=d.get("temperature", {}), priors=pd.DataFrame(d["priors"]),
             n_term_needed=bool(d["n_term_needed"]), data_range=d["data_range"], level=float(d.get("level", 0.9)),
-            notes=tuple(d.get("notes", ())), provenance=d.get("provenance", {}))
+            notes=tuple(d.get("notes", ())), provenance=d.get("provenance", {}), b_crit_law=d.get("b_crit_law"))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"hparams: malformed hyperparameter fit {str(path)!r} ({exc})") from None
 
@@ -331,6 +336,12 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     (-0.3, 0.5)
     """
     t = read_table(df)
+    b_crit_law, b_crit_note = None, None
+    if {"target_loss", "step", batch} <= set(t.columns):
+        try:
+            b_crit_law = critical_batch_law(critical_batch(t, batch=batch), bootstrap=bootstrap, seed=seed)
+        except InputError as exc:
+            b_crit_note = f"B_crit(D) not fitted: {exc}"
     if "final" in t.columns:
         t = t[t["final"].astype(bool)]
     for name, col in (("n", n), ("d", d), ("lr", lr), ("batch", batch), ("loss", loss)):
@@ -387,9 +398,12 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
         notes.append(f"{int((cells['method'] == 'best-run').sum())} cell(s) were not a convex bowl; their best run stands in")
     rng_ = {"N_min": float(cells["N"].min()), "N_max": float(cells["N"].max()),
             "D_min": float(cells["D"].min()), "D_max": float(cells["D"].max())}
+    if b_crit_note:
+        notes.append(b_crit_note)
     return HyperparameterFit(lr_law=laws["lr"], batch_law=laws["batch"], batch_with_N=laws["batch_with_N"],
                              samples=samples, cell_optima=cells, temperature=_temperature(cells), priors=priors,
-                             n_term_needed=n_term, data_range=rng_, level=level, notes=tuple(notes))
+                             n_term_needed=n_term, data_range=rng_, level=level, notes=tuple(notes),
+                             b_crit_law=b_crit_law)
 
 
 # --- critical batch size ----------------------------------------------------------------------
@@ -426,6 +440,33 @@ def critical_batch(df, batch: str = "batch_tokens", steps: str = "step", target:
                     "e_min": slope if ok else np.nan, "n_batches": len(s)})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def critical_batch_law(cb: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> dict:
+    """B_crit(D) = k D^b across target losses, D = E_min (the fewest tokens that reach the target):
+    the critical batch grows with the data a run needs (Zhang et al. 2024, arXiv:2410.21676; Bergsma
+    et al. 2025). ``cb`` is :func:`critical_batch`'s table. Returns log_k, b with a bootstrap
+    interval over targets, n_targets and the D range.
+
+    >>> D = np.array([1e8, 3e8, 1e9, 3e9]); cb = pd.DataFrame({"e_min": D, "b_crit": 50 * D**0.4})
+    >>> round(critical_batch_law(cb)["b"], 3)
+    0.4
+    """
+    ok = cb[np.isfinite(cb["b_crit"]) & np.isfinite(cb["e_min"]) & (cb["b_crit"] > 0) & (cb["e_min"] > 0)]
+    if len(ok) < 3 or ok["e_min"].max() / ok["e_min"].min() < 1.5:
+        raise InputError(f"critical batch: need 3+ targets with a finite B_crit over a range of token counts; "
+                         f"got {len(ok)}")
+    x, y = np.log(ok["e_min"].to_numpy(float)), np.log(ok["b_crit"].to_numpy(float))
+    b, log_k = np.polyfit(x, y, 1)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(bootstrap):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0:
+            boots.append(np.polyfit(x[i], y[i], 1)[0])
+    lo, hi = np.quantile(boots, [0.05, 0.95]) if boots else (np.nan, np.nan)
+    return {"log_k": float(log_k), "b": float(b), "b_low": float(lo), "b_high": float(hi), "n_targets": len(ok),
+            "D_min": float(np.exp(x.min())), "D_max": float(np.exp(x.max()))}
 
 
 def noise_scale_batch(df, group: str = "run_id") -> pd.DataFrame:

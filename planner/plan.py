@@ -301,14 +301,18 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(6.0 * params * tokens))
     extra = {"n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
-    # Kaplan et al.'s B_crit(L) is a law of WebText2 nats per BPE token: no prior for probes' own loss
-    b_crit = math.inf if family.kind == "probe" else rules.kaplan_critical_batch(loss)
+    b_crit, b_crit_src = _critical_batch(hparams, loss, tokens, family)
     if math.isfinite(b_crit):
         extra["batch_crit_tokens"] = b_crit
     risks_extra = (*risks_extra, *hp_risks)
-    if batch_tokens > 2 * b_crit:
-        risks_extra = (*risks_extra, f"warning: batch {batch_tokens:,} tokens is over 2x the critical batch "
-                       f"(~{b_crit:,.0f}, Kaplan et al. 2020 prior): extra tokens buy little speed")
+    if batch_tokens > 2 * b_crit:  # said once, as the trade-off it is: the plan does not warn against itself
+        at_crit = rules.batch_tradeoff(tokens, batch_tokens, b_crit, multiples=(1,))[0]
+        risks_extra = (*risks_extra, f"note: the batch ({batch_tokens:,} tokens, {batch_src.split(';')[0]}) is "
+                       f"{batch_tokens / b_crit:.1f}x the critical batch (~{b_crit:,.0f}, {b_crit_src}): it reaches "
+                       f"the loss in {math.ceil(tokens / batch_tokens):,} steps where B_crit needs "
+                       f"{at_crit['steps']:,.0f}, at the price of {tokens / at_crit['tokens'] - 1:.0%} more tokens "
+                       "than B_crit would use: time to result bought with compute. Keep it when wall-clock binds; "
+                       "take B_crit (and train longer) when compute does")
     if hparams == "probes":
         wd = float(fam_info.get("weight_decay", 0.0) or 0.0)
         wd_src = "the probes' own weight decay"
@@ -356,9 +360,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         "weight_decay": wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),
-        "batch_crit": ("Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens" if math.isfinite(b_crit)
-                       else "not estimated: Kaplan et al.'s prior is in WebText2 nats per token, not the probes' "
-                            "loss; measure it with the lr_batch grid (fits.critical_batch)"),
+        "batch_crit": b_crit_src,
     }
     return Plan(
         variant=variant, budget=budget, params=params, tokens=float(tokens), loss=loss,
@@ -367,6 +369,24 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades, risks=tuple(risks),
         sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=extra,
     )
+
+
+def _critical_batch(hparams, loss: float, tokens: float, family: ShapeFamily) -> tuple[float, str]:
+    """(B_crit in tokens, its source): a fitted B_crit(D) law (within ``HPARAM_LAW_MAX_DECADES`` of
+    its data) when the hyperparameter fit has one; else Kaplan et al.'s B_crit(L), labelled as a prior
+    in another loss unit; none for probes' own loss."""
+    law = getattr(hparams, "b_crit_law", None)
+    if law:
+        beyond = max(0.0, math.log10(tokens / law["D_max"]), math.log10(law["D_min"] / tokens))
+        if beyond <= HPARAM_LAW_MAX_DECADES:
+            return (math.exp(law["log_k"]) * tokens ** law["b"],
+                    f"fitted B_crit(D) = exp({law['log_k']:.3g}) D^{law['b']:.3g} from {law['n_targets']} "
+                    f"steps-to-target fits (Zhang et al. 2024: B_crit grows with D)")
+    if family.kind == "probe":
+        return math.inf, ("not estimated: Kaplan et al.'s prior is in WebText2 nats per token, not the probes' "
+                          "loss; measure it with the lr_batch grid (fit hparams)")
+    return (rules.kaplan_critical_batch(loss), "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens, "
+            "fitted on WebText2 nats: a loose guide in another loss unit")
 
 
 def data_constrained_view(fit, max_samples: int = 200):

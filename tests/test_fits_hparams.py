@@ -132,3 +132,49 @@ def test_plan_sanity_checks_steps_and_adamw_timescale():
     tau = rules.adamw_timescale(p.lr, p.weight_decay, p.steps)
     flagged = any("AdamW timescale" in x for x in p.risks)
     assert flagged == (not 0.05 <= tau <= 5.0)
+
+
+def _sweep_with_targets():
+    rows = []
+    for N in (1e6, 4e6, 16e6):
+        for D in (1e8, 4e8):
+            lo, bo = np.log(0.5 * N**-0.3 * D**0.05), np.log(0.3 * D**0.5)
+            for l in np.log(2.0) * np.arange(-3, 4) + lo:
+                for b in np.log(2.0) * np.arange(-2, 3) + bo:
+                    rows.append({"params": N, "tokens": D, "lr": np.exp(l), "batch_tokens": np.exp(b),
+                                 "val_loss": 3 + 0.02 * (l - lo) ** 2 + 0.01 * (b - bo) ** 2, "final": True})
+    for k, e_min in enumerate((1e7, 3e7, 1e8, 3e8)):  # steps to each target at five batch sizes
+        bc = 50 * e_min**0.4
+        for B in bc * np.array([0.25, 0.5, 1, 2, 4]):
+            rows.append({"params": 1e6, "tokens": np.nan, "lr": 1e-3, "batch_tokens": B, "val_loss": np.nan,
+                         "final": False, "phase": "target", "target_loss": 3.5 - 0.1 * k,
+                         "step": e_min / bc * (1 + bc / B)})
+    return pd.DataFrame(rows)
+
+
+def test_fit_hparams_cli_fits_the_critical_batch_law_and_the_plan_uses_it(tmp_path):
+    from click.testing import CliRunner
+
+    from fits.cli import hparams_main
+    from planner import make_plan
+
+    sweep = _sweep_with_targets()
+    sweep.to_csv(tmp_path / "sweep.csv", index=False)
+    r = CliRunner().invoke(hparams_main, [str(tmp_path / "sweep.csv"), "--out", str(tmp_path / "hp.json")])
+    assert r.exit_code == 0, r.output
+    hp = load_hparams(tmp_path / "hp.json")
+    assert hp.b_crit_law["b"] == pytest.approx(0.4, abs=1e-6)
+    assert "B_crit = exp(" in r.output
+    plan = make_plan(budget=6 * 4e6 * 3e8, hparams=hp)
+    assert plan.sources["batch_crit"].startswith("fitted B_crit(D)")
+    bad = CliRunner().invoke(hparams_main, [str(tmp_path / "sweep.csv"), "--out", str(tmp_path / "hp.txt")])
+    assert bad.exit_code == 2 and "--out" in bad.output
+
+
+def test_default_plan_never_warns_against_its_own_batch():
+    from planner import make_plan
+
+    plan = make_plan(budget=5.88e23)
+    assert not [r for r in plan.risks if r.startswith("warning") and "batch" in r], plan.risks
+    notes = [r for r in plan.risks if r.startswith("note: the batch")]
+    assert len(notes) == 1 and "time to result bought with compute" in notes[0]
