@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._cli import guarded
+from ._cli import check_writable, guarded
 from .errors import InputError
 from ._io import atomic_write_text
 
@@ -25,7 +25,7 @@ from ._io import atomic_write_text
 @click.option("--group", default="auto", show_default=True,
               help="Resample whole groups of this column in the bootstrap; auto: run_id when the table has one "
                    "(rows of one probe run are not independent); none: single rows.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--run-noise", type=click.FloatRange(min=0), default=None,
               help="Seed-to-seed sd of log loss measured elsewhere [default: from rows that repeat a cell "
                    "with other seeds].")
@@ -50,6 +50,10 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
 
     if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
         raise InputError(f"--report: the file must end in .html or .md; got {report!r}")
+    if out and Path(out).suffix.lower() != ".json":
+        raise InputError(f"--out: the fit is written as JSON; give a .json path, not {out!r}")
+    for option, path in (("--out", out), ("--plot", plot), ("--report", report)):
+        check_writable(option, path)
     fit = fit_loss_surface(results, n=n, d=d, loss=loss, flops=flops, form=form,
                            unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed,
                            group=None if group == "none" else group, run_noise=run_noise,
@@ -79,11 +83,7 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
         from .report import build_fit_report
 
         frame = surface_data(results, n=n, d=d, loss=loss, flops=flops)
-        try:
-            written = build_fit_report(fit, frame).write(report)
-        except OSError as exc:
-            raise InputError(f"--report: cannot write {report!r} ({exc.strerror or exc}); choose a writable path")
-        click.echo("wrote " + ", ".join(str(w) for w in written))
+        click.echo("wrote " + ", ".join(str(w) for w in build_fit_report(fit, frame).write(report)))
     if plot:
         frame = surface_data(results, n=n, d=d, loss=loss, flops=flops)
         ax = fit.plot(data=frame)
@@ -124,6 +124,7 @@ def verify_main(fit_json, realised, n, d, loss, level, out):
     click.echo(f"\n{int(table['inside'].sum())}/{len(table)} inside the {level:.0%} interval; "
                f"mean |error| {table['rel_error'].abs().mean():.2%}, worst {table['rel_error'].abs().max():.2%}")
     if out:
+        check_writable("--out", out)
         atomic_write_text(Path(out), table.to_csv(index=False))
         click.echo(f"wrote {out}")
 
@@ -149,13 +150,11 @@ def hparams_main(sweep, n, d, lr, batch, loss, bootstrap, seed, out):
 
     if out and Path(out).suffix.lower() != ".json":
         raise InputError(f"--out: the laws are written as JSON; give a .json path, not {out!r}")
+    check_writable("--out", out)
     hp = fit_hyperparameters(sweep, n=n, d=d, lr=lr, batch=batch, loss=loss, bootstrap=bootstrap, seed=seed)
     click.echo(hp.report())
     if out:
-        try:
-            hp.to_json(out)
-        except OSError as exc:
-            raise InputError(f"--out: cannot write {out!r} ({exc.strerror or exc}); choose a writable path")
+        hp.to_json(out)
         click.echo(f"\nwrote {out}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fits._cli import fail, guarded
+from fits._cli import check_writable, fail, guarded
 from fits._io import atomic_write_bytes
 from fits.errors import InputError
 
@@ -255,6 +255,8 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         fail(f"--level: must be strictly between 0 and 1; got {level}")
     if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
         fail(f"--report: the file must end in .html or .md; got {report!r}")
+    for option, path in (("--out", out), ("--plot", plot), ("--report", report), ("--emit-grid", emit_grid)):
+        check_writable(option, path)
     if emit_isoflop and not emit_grid:
         fail("--isoflop: goes with --emit-grid PATH")
     amounts = parse_budgets(budget)

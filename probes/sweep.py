@@ -262,6 +262,8 @@ def export_results(out, path=None, final_only: bool = False):
     if not out.is_dir():
         raise InputError(f"runs: no results directory at {str(out)!r}")
     rows = [r for d in sorted(out.iterdir()) if d.is_dir() for r in _read_rows(d / "metrics.jsonl")]
+    if not rows and path is not None:  # never replace a results file with an empty one
+        raise InputError(f"runs: no evaluation rows under {str(out)!r}; nothing written to {str(path)!r}")
     df = pd.DataFrame(rows)
     if final_only and len(df):
         df = df[df["final"].astype(bool)]

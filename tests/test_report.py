@@ -103,3 +103,19 @@ def test_fit_report(tmp_path):
         assert f"<h2>{section}</h2>" in page
     r = CliRunner().invoke(fit_main, [str(ref), "--loss", "val_loss", "--report", str(tmp_path / "fit.txt")])
     assert r.exit_code == 2 and "--report" in r.output
+
+
+def test_bad_destinations_of_fit_leave_existing_outputs_untouched(tmp_path):
+    from fits.cli import main as fit_main
+
+    ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu.csv"
+    old = tmp_path / "old.json"
+    old.write_text("old")
+    cases = [["--out", str(old), "--plot", "/sys/x.png"], ["--out", str(ref) + "/fit.json"], ["--seed", "-5"],
+             ["--out", str(tmp_path / "fit.txt")], ["--out", str(old), "--report", str(ref) + "/r.html"]]
+    for extra in cases:
+        r = CliRunner().invoke(fit_main, [str(ref), "--loss", "val_loss", "--bootstrap", "5", *extra])
+        assert r.exit_code == 2 and "Traceback" not in r.output, (extra, r.output)
+        assert old.read_text() == "old"
+        errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and r.output.strip().splitlines()[-1] == errors[0], r.output
