@@ -18,6 +18,7 @@ FARSEER_CSV = SHARED / "data" / "farseer_train.csv"
 # a Farseer law with a floor that falls with N, a data coefficient and exponent that move with N
 FARSEER_TRUE = dict(f0=-0.8, f1=-0.11, f2=-0.1, g0=4.6, g1=-0.8, g2=-0.2, h0=-1.2, h1=-0.15, h2=-0.1)
 INTERACTION_TRUE = dict(E=1.7, A=300.0, B=900.0, alpha=0.33, beta=0.30)
+KAPLAN_JOINT = dict(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103)  # Kaplan et al. 2020, Table 2
 
 
 def grid_table(form: str, params: dict, sizes=np.geomspace(1e8, 3e9, 9), tpp=np.geomspace(2, 300, 9),
@@ -74,7 +75,8 @@ def test_numeric_allocation_vectorises_over_samples_and_budgets():
             assert N[b, k] == pytest.approx(float(one[0]), rel=1e-6)
 
 
-@pytest.mark.parametrize("truth_form, truth", [("chinchilla", BESIROGLU), ("farseer", FARSEER_TRUE)])
+@pytest.mark.parametrize("truth_form, truth", [("chinchilla", BESIROGLU), ("farseer", FARSEER_TRUE),
+                                               ("interaction", INTERACTION_TRUE), ("kaplan", KAPLAN_JOINT)])
 def test_auto_picks_the_true_form(truth_form, truth):
     table = grid_table(truth_form, truth, noise=0.001, seed=1)
     frame = pd.DataFrame({"N": table["params"], "D": table["tokens"], "C": 6 * table["params"] * table["tokens"],
