@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
 from fits._cli import guarded
+from fits.errors import InputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,27 +79,145 @@ def export_cmd(out, csv, final_only):
 
 
 @main.command("design")
-@click.option("--budget", type=float, required=True, help="Total probe compute (FLOPs).")
+@click.option("--budget", type=float, default=None,
+              help="Lay the default isoFLOP ladder that spends this many FLOPs in all.")
+@click.option("--target", type=float, default=None,
+              help="Design for the plan at this budget (FLOPs): the runs that most shrink its uncertainty.")
+@click.option("--probe-budget", type=float, default=None, help="With --target: what the probes may cost (in --unit).")
+@click.option("--unit", type=click.Choice(["flops", "gpu-hours", "usd"]), default="flops", show_default=True,
+              help="Unit of --probe-budget.")
+@click.option("--gpu", default=None, help="Accelerator for gpu-hours/usd (h100, h200, a100, ...).")
+@click.option("--mfu", type=float, default=0.4, show_default=True)
+@click.option("--price-per-hour", type=float, default=None)
+@click.option("--next", "next_results", type=click.Path(dir_okay=False), default=None,
+              help="With --target: finished runs (a probe export); propose the --k runs that help most now.")
+@click.option("--k", type=click.IntRange(min=1), default=4, show_default=True, help="Runs to propose with --next.")
+@click.option("--prior", default=None,
+              help="The law the design averages over: a preset name or a fit JSON [default: the reference fit "
+                   "of the default CPU ladder, data/reference/probes_default_cpu_fit.json, else besiroglu2024]; "
+                   "with --next the fit of the finished runs is the prior.")
+@click.option("--criterion", type=click.Choice(["loss", "n_opt"]), default="loss", show_default=True,
+              help="What to pin down at the target: the predicted loss, or log N_opt.")
+@click.option("--noise", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Run-to-run sd of log loss [default: the prior fit's, at least 0.01].")
+@click.option("--widths", default=None, help="Candidate widths, comma-separated [default: 32..512].")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--budgets", "n_budgets", default=4, show_default=True, type=click.IntRange(min=1),
-              help="isoFLOP levels.")
+              help="isoFLOP levels of the ladder (--budget).")
 @click.option("--ratio", default=2.0, show_default=True, type=click.FloatRange(min=1.0, min_open=True),
-              help="Compute ratio between neighbouring levels.")
+              help="Compute ratio between neighbouring ladder levels (--budget).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid here (TOML).")
 @guarded
-def design_cmd(budget, depth, n_budgets, ratio, out):
-    """Propose an isoFLOP probe ladder that spends BUDGET FLOPs: one WSD run per width records every
-    level it reaches (4-500 tokens per parameter) by branch cooldowns."""
+def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, next_results, k, prior, criterion,
+               noise, widths, depth, n_budgets, ratio, out):
+    """Design probe runs. With --budget: the default isoFLOP ladder that spends it (one WSD run per
+    width records every level it reaches by branch cooldowns). With --target and --probe-budget: the
+    runs, within that cost, that most shrink the interval of the plan at the target (optimal
+    design). With --target and --next RESULTS: the --k runs that help most given the runs done."""
+    from fits._cli import check_writable
     from fits._io import atomic_write_text
 
-    from .sweep import design_grid
+    from .sweep import LADDER_WIDTHS, design_grid
 
-    text = design_grid(budget, depth=depth, n_budgets=n_budgets, ratio=ratio)
+    check_writable("--out", out)
+    ws = LADDER_WIDTHS if widths is None else _widths(widths)
+    if target is None:
+        if budget is None:
+            raise InputError("--budget/--target: give --budget FLOPs for the default ladder, or --target FLOPs "
+                             "(with --probe-budget or --next) for an optimal design")
+        text = design_grid(budget, widths=ws, depth=depth, n_budgets=n_budgets, ratio=ratio)
+    else:
+        text = _optimal_design(target, probe_budget, unit, dict(gpu=gpu, mfu=mfu, price_per_hour=price_per_hour),
+                               next_results, k, prior, criterion, noise, ws, depth)
     if out:
         atomic_write_text(Path(out), text + "\n")
-        click.echo(f"wrote {out}")
+        click.echo(f"wrote {out} (probe run {out})")
     else:
         click.echo(text)
+
+
+def _widths(text: str) -> tuple:
+    try:
+        ws = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise InputError(f"--widths: comma-separated whole numbers, e.g. 32,64,128; got {text!r}") from None
+    if not ws or min(ws) < 16 or any(w % 16 for w in ws):
+        raise InputError(f"--widths: multiples of the head size 16, at least 16; got {text!r}")
+    return ws
+
+
+def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, criterion, noise, widths, depth) -> str:
+    """The optimal (or sequential) design as a grid TOML, its report in the header."""
+    import dataclasses
+
+    import pandas as pd
+
+    from fits.design import design_runs, design_variance
+    from planner.budget import Budget
+    from planner.plan import resolve_fit
+
+    from .sweep import design_candidates, ladder_runs, runs_toml
+
+    cand = design_candidates(widths=widths, depth=depth)
+    if next_results is not None:
+        from fits import fit_loss_surface
+        from fits._data import read_table
+
+        done = read_table(next_results, "--next")
+        if "final" in done.columns:
+            done = done[done["final"].astype(str).str.lower().isin(["true", "1"])]
+        loss = "val_loss" if "val_loss" in done.columns else "loss"
+        fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, bootstrap=200, seed=0)
+        existing = pd.DataFrame({"group": done["width"], "D": done["tokens"],
+                                 "fpt": [cand.loc[cand["width"] == w, "fpt"].iloc[0] if (cand["width"] == w).any()
+                                         else np.nan for w in done["width"]]}) if "width" in done.columns else None
+        res = design_runs(fit, cand, target, k=k, criterion=criterion, noise=noise, prior_scale=1.0,
+                          existing=existing)
+        head = f"next {k} runs given {len(done)} finished rows of {next_results}"
+    else:
+        if probe_budget is None:
+            raise InputError("--probe-budget: an optimal design needs what the probes may cost (or --next RESULTS)")
+        flops = Budget.from_unit(probe_budget, unit, **hw).flops
+        if prior is None:
+            ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
+            prior = str(ref) if ref.is_file() else "besiroglu2024"
+        fit = resolve_fit(prior)
+        res = design_runs(fit, cand, target, budget=flops, criterion=criterion, noise=noise)
+        if res.runs.empty:
+            raise InputError(f"--probe-budget: {flops:.3g} FLOPs buys no candidate run (the cheapest costs "
+                             f"{(cand['fpt'] * cand['D']).min():.3g} FLOPs)")
+        # the default ladder at the same cost, scored the same way
+        levels = _ladder_levels(res.cost, widths, depth)
+        lad = ladder_runs(levels, widths=widths, depth=depth)
+        rows = pd.DataFrame([{"width": r["width"], "N": float(cand.loc[cand["width"] == r["width"], "N"].iloc[0]),
+                              "D": float(t), "group": r["width"],
+                              "fpt": float(cand.loc[cand["width"] == r["width"], "fpt"].iloc[0])}
+                             for r in lad for t in r["tokens"]])
+        if len(rows):
+            hw90 = design_variance(fit, rows, range(len(rows)), target, criterion=criterion, noise=noise)
+            res = dataclasses.replace(res, baseline={"cost": sum(r["cost"] for r in lad), "n_runs": len(rows),
+                                                     "half_width": hw90})
+        head = f"optimal design within {flops:.3g} FLOPs (prior: {prior})"
+    runs = {}
+    for r in res.runs.itertuples():
+        runs.setdefault(int(r.width), []).append(int(r.D))
+    return runs_toml(runs, header=head + "\n" + res.report(), depth=depth)
+
+
+def _ladder_levels(cost: float, widths, depth: int, n_levels: int = 4, ratio: float = 2.0) -> list:
+    """Levels of the default ladder whose runs cost ``cost`` FLOPs (bisection on the top level)."""
+    import math
+
+    from .sweep import ladder_runs
+
+    lo, hi = math.log(cost) - 30, math.log(cost) + 5
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        top = math.exp(mid)
+        c = sum(r["cost"] for r in ladder_runs([top / ratio**i for i in range(n_levels)], widths=widths, depth=depth))
+        lo, hi = (mid, hi) if c <= cost else (lo, mid)
+    top = math.exp(lo)
+    return [top / ratio**i for i in range(n_levels)]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,10 +31,15 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fits._io import atomic_write_text
 from fits.errors import InputError
 
 from .config import DataConfig, ModelConfig, ProbeConfig, TrainConfig
+
+if False:  # typing only
+    import pandas as pd  # noqa: F401
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -316,18 +321,50 @@ def ladder_toml(levels=LADDER_LEVELS, header: str = "", warmup_steps: int = 32, 
     if not runs:
         raise InputError(f"levels: no width in {list(widths)} reaches any of the compute levels "
                          f"{[f'{c:.3g}' for c in levels]} with {tpp_range} tokens per parameter")
+    head = "\n".join([*header.splitlines(),
+                      "isoFLOP ladder: compute levels " + ", ".join(f"{c:.3g}" for c in sorted(levels)) + " FLOPs;",
+                      "one WSD run per width records every level it reaches (branch cooldowns); "
+                      f"total {sum(r['cost'] for r in runs):.3g} FLOPs"])
+    return runs_toml({r["width"]: r["tokens"] for r in runs}, head, warmup_steps=warmup_steps, lr=lr, seeds=seeds,
+                     eval_batches=eval_batches, depth=depth, seq_len=seq_len, batch_size=batch_size,
+                     base_width=base_width)
+
+
+def design_candidates(widths=LADDER_WIDTHS, depth: int = 2, seq_len: int = 128, batch_size: int = 8,
+                      tpp_range=(4.0, 500.0), n_tokens: int = 16, d_head: int = 16,
+                      vocab_size: int = 257) -> "pd.DataFrame":
+    """Candidate probe runs for :func:`fits.design.design_runs`: every width at ``n_tokens``
+    log-spaced token counts (whole optimizer steps) with tokens per parameter inside ``tpp_range``.
+    Columns width, N (non-embedding parameters, the fit's default N), D, group (the width: one WSD
+    run per width, branches for its shorter counts), fpt (FLOPs per token)."""
+    import pandas as pd
+
+    step_tokens = seq_len * batch_size
+    rows = []
+    for w in widths:
+        m = ModelConfig(width=w, depth=depth, d_head=d_head, base_width=min(widths), seq_len=seq_len,
+                        vocab_size=vocab_size)
+        lo, hi = tpp_range[0] * m.params_total, tpp_range[1] * m.params_total
+        steps = sorted({max(1, round(t / step_tokens)) for t in np.geomspace(lo, hi, n_tokens)})
+        for st in steps:
+            rows.append({"width": w, "N": float(m.non_embedding_params), "D": float(st * step_tokens),
+                         "group": w, "fpt": m.flops_per_token})
+    return pd.DataFrame(rows)
+
+
+def runs_toml(runs: dict, header: str = "", warmup_steps: int = 32, lr: float = 0.01, seeds=(0,),
+              eval_batches: int = 32, depth: int = 2, seq_len: int = 128, batch_size: int = 8,
+              base_width: int = 16) -> str:
+    """A probe grid (TOML) with one WSD run per width ({width: [token counts]}) on the measured CPU
+    defaults of :func:`ladder_toml`; every run shares one warmup length in steps."""
     lines = [f"# {line}" for line in header.splitlines()] + [
-        "# isoFLOP ladder: compute levels " + ", ".join(f"{c:.3g}" for c in sorted(levels)) + " FLOPs;",
-        "# one WSD run per width records every level it reaches (branch cooldowns); "
-        f"total {sum(r['cost'] for r in runs):.3g} FLOPs",
         "[grid]", f"seed = {list(seeds)}", "",
         "[model]", f"depth = {depth}", "d_head = 16", f"base_width = {base_width}", f"seq_len = {seq_len}", "",
         "[train]", f"lr = {lr}", f"batch_size = {batch_size}", f"warmup_steps = {warmup_steps}",
         f"eval_batches = {eval_batches}", "eval_every = 1000000", 'schedule = "wsd"', "",
         "[data]", 'corpus = "stdlib"', 'tokenizer = "byte"', ""]
-    for r in runs:
-        lines += ["[[run]]", f"width = {r['width']}", f"tokens = {r['tokens']}",
-                  "# levels " + ", ".join(f"{c:.3g}" for c in r["levels"]), ""]
+    for w in sorted(runs):
+        lines += ["[[run]]", f"width = {w}", f"tokens = {sorted(int(t) for t in runs[w])}", ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,218 @@
+"""Benchmark: optimal and sequential probe design against the default isoFLOP grid and random
+designs, at equal probe cost.
+
+Run from the repository root:  python benchmarks/bench_design.py [--draws 12]
+1. Simulation: true laws drawn from the Besiroglu et al. bootstrap (Chinchilla-scale candidates,
+   N 2e7-1e9, 4-500 tokens per parameter, target 1e23 FLOPs, probes 1e20) and from the reference
+   CPU probe fit's bootstrap (probe candidates, target 1e14, probes 3e12), run noise 1% in log
+   loss. Each design is trained (simulated), fitted with 100 bootstrap refits, and scored at the
+   target: |error| of the predicted loss of the fit's own compute-optimal plan, and the 90%
+   interval's half-width. Designs: the default isoFLOP ladder, random designs, the optimal design
+   at the same cost and at 1/3 of it, and the sequential design (a third of the budget optimally,
+   then 4 runs at a time chosen with the refit as prior).
+2. Replay on real runs (../shared/data): the runs below 10% of each table's largest compute are
+   the candidates (each its own run), and the design may spend 10% of their compute; the fit of the
+   chosen runs predicts the held-out runs at the largest budgets. Against random and isoFLOP subsets
+   of equal compute, over seeds.
+Writes benchmarks/results/design.{csv,json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fits import fit_loss_surface, get_form, load_fit
+from fits.design import design_runs, isoflop_baseline, run_cost
+from planner.presets import load_preset
+from probes.sweep import design_candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results"
+LAW = get_form("chinchilla")
+SIGMA = 0.01
+
+
+def _rows(cand, design) -> list[int]:
+    return [int(cand.index[(cand["N"] == r.N) & (cand["D"] == r.D)][0]) for r in design.runs.itertuples()]
+
+
+def _random(cand, budget, rng) -> list[int]:
+    idx = []
+    for i in rng.permutation(len(cand)):
+        if run_cost(cand.loc[idx + [int(i)]]) <= budget:
+            idx.append(int(i))
+    return idx
+
+
+def _simulate(cand, idx, truth, rng, seed):
+    sub = cand.loc[idx]
+    loss = LAW(sub["N"].to_numpy(), sub["D"].to_numpy(), truth) * np.exp(rng.normal(0, SIGMA, len(sub)))
+    return pd.DataFrame({"params": sub["N"].to_numpy(), "tokens": sub["D"].to_numpy(), "loss": loss,
+                         "width": sub["group"].to_numpy()})
+
+
+def _score(table, truth, target, seed):
+    fit = fit_loss_surface(table[["params", "tokens", "loss"]], bootstrap=100, trust=False, calibrate=False, seed=seed)
+    a = fit.allocation(target, level=0.9)
+    true = float(LAW(a["params"][0], a["tokens"][0], truth))
+    return fit, {"err": abs(a["loss"][0] / true - 1), "half_width": (a["loss_high"][0] - a["loss_low"][0]) / 2 / a["loss"][0],
+                 "inside": bool(a["loss_low"][0] <= true <= a["loss_high"][0])}
+
+
+def _sequential(prior, cand, target, budget, truth, rng, seed):
+    first = design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA)
+    idx = _rows(cand, first)
+    table = _simulate(cand, idx, truth, rng, seed)
+    while run_cost(cand.loc[idx]) < budget * 0.98:
+        try:
+            fit = fit_loss_surface(table[["params", "tokens", "loss"]], bootstrap=100, trust=False, calibrate=False,
+                                   seed=seed)
+        except ValueError:  # too few runs to fit yet: the rest of the budget goes to the one-shot design
+            rest = design_runs(prior, cand.drop(index=idx), target, budget=budget - run_cost(cand.loc[idx]),
+                               noise=SIGMA, existing=cand.loc[idx, ["group", "D", "fpt"]])
+            more = _rows(cand, rest)
+            idx += more
+            table = pd.concat([table, _simulate(cand, more, truth, rng, seed)], ignore_index=True)
+            break
+        existing = cand.loc[idx, ["group", "D", "fpt"]]
+        pool = cand.drop(index=idx)
+        nxt = design_runs(fit, pool, target, k=4, noise=SIGMA, prior_scale=1.0, existing=existing)
+        picked = [i for i in _rows(pool, nxt) if run_cost(cand.loc[idx + [i]]) <= budget]  # labels of cand
+        if not picked:
+            break
+        idx += picked
+        table = pd.concat([table, _simulate(cand, picked, truth, rng, seed)], ignore_index=True)
+    return idx, table
+
+
+def simulation(name, prior, cand, target, budget, draws, seed=0):
+    rng = np.random.default_rng(seed)
+    cand = cand.reset_index(drop=True)
+    opt = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA))
+    opt3 = _rows(cand, design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA))
+    grid = isoflop_baseline(cand, budget)
+    boot = prior.bootstrap_params
+    rows = []
+    for r in range(draws):
+        truth = dict(zip(LAW.param_names, boot[rng.integers(len(boot))]))
+        for design, idx in (("default isoFLOP grid", grid), ("random", None), ("optimal", opt),
+                            ("optimal at 1/3 cost", opt3), ("sequential", "seq")):
+            if idx == "seq":
+                idx, table = _sequential(prior, cand, target, budget, truth, rng, r)
+            else:
+                idx = _random(cand, budget, rng) if idx is None else idx
+                table = _simulate(cand, idx, truth, rng, r)
+            try:
+                _, s = _score(table, truth, target, r)
+            except ValueError:
+                continue
+            rows.append({"setting": name, "design": design, "draw": r, "runs": len(idx),
+                         "cost": run_cost(cand.loc[idx]), **s})
+        print(f"{name}: draw {r + 1}/{draws}", flush=True)
+    return rows
+
+
+def replay(path, label, frac=0.1, seeds=20):
+    """Real runs: candidates below 10% of the largest compute, 10% of their compute to spend."""
+    t = pd.read_csv(path)
+    if "Model Size" in t.columns:
+        t = t.sort_values("loss").iloc[:-5]
+        t = pd.DataFrame({"N": t["Model Size"], "D": t["Training FLOP"] / (6 * t["Model Size"]), "loss": t["loss"]})
+    else:
+        t = t.rename(columns={"params": "N", "tokens": "D"})
+    t = t.reset_index(drop=True)
+    C = 6 * t["N"] * t["D"]
+    held = t[C >= C.max() / 3]
+    pool = t[C < C.max() / 10].reset_index(drop=True)
+    cand = pool.assign(group=np.arange(len(pool)), fpt=6 * pool["N"])
+    budget = frac * float((6 * pool["N"] * pool["D"]).sum())
+    target = float((6 * held["N"] * held["D"]).median())
+    prior = load_preset("besiroglu2024")
+    rows = []
+
+    def score(idx, design, seed):
+        sub = pool.loc[idx]
+        try:
+            fit = fit_loss_surface(pd.DataFrame({"params": sub["N"], "tokens": sub["D"], "loss": sub["loss"]}))
+        except ValueError:
+            return
+        err = np.abs(fit.predict(held["N"], held["D"]) / held["loss"] - 1)
+        rows.append({"setting": f"replay {label}", "design": design, "draw": seed, "runs": len(idx),
+                     "cost": run_cost(cand.loc[idx]), "err": float(err.mean())})
+
+    score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA)), "optimal", 0)
+    grid = isoflop_baseline(cand, budget)
+    score(grid, "default isoFLOP grid", 0)
+    rng = np.random.default_rng(0)
+    for s in range(seeds):
+        score(_random(cand, budget, rng), "random", s)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--draws", type=int, default=12)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    rows = []
+    chin = pd.DataFrame([{"N": n, "D": n * tpp, "group": f"{n:.3g}", "fpt": 6 * n}
+                         for n in np.geomspace(2e7, 1e9, 12) for tpp in np.geomspace(4, 500, 16)])
+    rows += simulation("Besiroglu laws, target 1e23, probes 1e20", load_preset("besiroglu2024"), chin, 1e23, 1e20,
+                       args.draws)
+    probe_fit = load_fit(ROOT / "data" / "reference" / "probes_default_cpu_fit.json")
+    rows += simulation("CPU probe-fit laws, target 1e14, probes 3e12", probe_fit, design_candidates(), 1e14, 3e12,
+                       args.draws)
+    for path, label in ((SHARED / "chinchilla_svg_extracted.csv", "Chinchilla"),
+                        (SHARED / "farseer_train.csv", "Farseer")):
+        if path.is_file():
+            rows += replay(path, label)
+    df = pd.DataFrame(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    df.to_csv(OUT / "design.csv", index=False)
+    summary = df.groupby(["setting", "design"]).agg(
+        err_mean=("err", "mean"), err_median=("err", "median"), half_width_mean=("half_width", "mean"),
+        coverage=("inside", "mean"), cost=("cost", "mean"), runs=("runs", "mean"), n=("err", "size")).reset_index()
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    out = {"seconds": time.perf_counter() - t0, "draws": args.draws, "sigma": SIGMA,
+           "summary": summary.to_dict(orient="records")}
+    import time as _t
+
+    t1 = _t.perf_counter()
+    design_runs(load_preset("besiroglu2024"), chin, 1e23, budget=1e20, noise=SIGMA)
+    out["design_seconds_192_candidates"] = _t.perf_counter() - t1
+    (OUT / "design.json").write_text(json.dumps(out, indent=1, default=float))
+    _plot(summary)
+
+
+def _plot(summary):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(summary["setting"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], settings):
+        sub = summary[summary["setting"] == s]
+        x = np.arange(len(sub))
+        ax.bar(x - 0.2, 100 * sub["err_mean"], 0.4, label="target |error| (mean)")
+        if sub["half_width_mean"].notna().any():
+            ax.bar(x + 0.2, 100 * sub["half_width_mean"], 0.4, label="90% half-width (mean)")
+        ax.set_xticks(x, sub["design"], rotation=30, ha="right", fontsize="x-small")
+        ax.set_title(s, fontsize="x-small")
+        ax.set_ylabel("% of the loss")
+    axes[0][0].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(OUT / "design.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

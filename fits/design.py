@@ -1,0 +1,269 @@
+"""Optimal and sequential probe design: which runs most shrink the plan's uncertainty at a target.
+
+The decision at a target budget C is the predicted loss there (``criterion="loss"``: log L at the
+compute-optimal allocation) or the compute-optimal size (``"n_opt"``: log N_opt). Linearised around
+the law, a probe run at (N, D) with log-loss noise sigma adds J J^T / sigma^2 to the precision of
+the law's parameters (J = d log L / d theta), and the variance of the decision q is g^T Lambda^-1 g
+(g = dq / d theta): c-optimal design (Chaloner & Verdinelli 1995). The prior precision is the
+inverse covariance of a fit's bootstrap refits (a published preset's, or the user's own fit, whose
+refits already carry the runs it has seen), widened by ``prior_scale``. The variance is averaged
+over draws of the law from those refits, so the design does not bet on one law.
+
+Runs are picked greedily by variance removed per FLOP. Cost follows the probe runner: one WSD run
+per width reaches its largest token count, and each smaller count of the same width is a branch
+cooldown costing only its last ``cooldown_frac`` of steps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = ["DesignResult", "design_runs", "design_variance", "isoflop_baseline", "run_cost"]
+
+CRITERIA = ("loss", "n_opt")
+_Z90 = 1.6448536269514722
+
+
+def run_cost(design: pd.DataFrame, cooldown_frac: float = 0.2) -> float:
+    """FLOPs of a design (columns group, D, fpt: FLOPs per token): per group, its largest token
+    count in full plus ``cooldown_frac`` of every smaller one (branch cooldowns)."""
+    if len(design) == 0:
+        return 0.0
+    total = 0.0
+    for _, g in design.groupby("group"):
+        d = np.sort(g["D"].to_numpy(float))
+        total += float(g["fpt"].iloc[0]) * (d[-1] + cooldown_frac * d[:-1].sum())
+    return total
+
+
+def _samples(prior, n_draws: int, seed: int) -> np.ndarray:
+    """Parameter vectors (theta) to average the criterion over: the point fit plus bootstrap draws."""
+    law = prior.law
+    theta0 = law.to_theta(prior.params)
+    if prior.bootstrap_params is None or len(prior.bootstrap_params) < 10:
+        raise InputError("prior: the fit needs bootstrap refits (>= 10) to give a prior covariance")
+    boot = np.array([law.to_theta(dict(zip(law.param_names, r))) for r in prior.bootstrap_params])
+    boot = boot[np.all(np.isfinite(boot), axis=1)]
+    rng = np.random.default_rng(seed)
+    pick = boot[rng.choice(len(boot), size=min(n_draws - 1, len(boot)), replace=False)]
+    return np.vstack([theta0, pick]), boot
+
+
+def _jacobian(law, theta, N, D) -> np.ndarray:
+    """d log L / d theta at (N, D), shape (n, p): analytic where the form has it."""
+    data = {"N": N, "D": D, "logN": np.log(N), "logD": np.log(D)}
+    if hasattr(law, "log_jacobian"):
+        return law.log_jacobian(theta, data)
+    eps = 1e-6
+    base = law.log_predict(theta, data)
+    return np.column_stack([(law.log_predict(theta + eps * e, data) - base) / eps for e in np.eye(len(theta))])
+
+
+def _criterion_gradient(law, theta, target: float, criterion: str) -> np.ndarray:
+    """dq / d theta by central differences, q = log L at the optimum (loss) or log N_opt (n_opt)."""
+    def q(t):
+        p = law.from_theta(t)
+        n, d = law.optimal(target, p)
+        n, d = float(np.ravel(n)[0]), float(np.ravel(d)[0])
+        return math.log(n) if criterion == "n_opt" else math.log(float(law(n, d, p)))
+
+    g = np.zeros(len(theta))
+    for j in range(len(theta)):
+        h = 1e-4 * max(1.0, abs(theta[j]))
+        e = np.zeros(len(theta))
+        e[j] = h
+        g[j] = (q(theta + e) - q(theta - e)) / (2 * h)
+    return g
+
+
+@dataclass
+class _Model:
+    """Everything the greedy search needs, per law draw: candidate Jacobians, criterion gradients,
+    the prior (or current posterior) precision and the run noise."""
+
+    J: np.ndarray        # (S, n_cand, p)
+    g: np.ndarray        # (S, p)
+    precision: np.ndarray  # (p, p)
+    sigma: float
+
+    def covariances(self, rows) -> np.ndarray:
+        """Posterior covariance per draw with candidate ``rows`` added, (S, p, p)."""
+        rows = np.asarray(rows, dtype=int)
+        lam = self.precision[None] + np.einsum("snp,snq->spq", self.J[:, rows], self.J[:, rows]) / self.sigma**2
+        return np.linalg.inv(lam)
+
+    def variance(self, rows) -> float:
+        """Mean over draws of Var(q) with candidate ``rows`` added."""
+        cov = self.covariances(rows)
+        return float(np.mean(np.einsum("sp,spq,sq->s", self.g, cov, self.g)))
+
+    def gains(self, cov: np.ndarray) -> np.ndarray:
+        """Mean over draws of the variance each candidate removes, given covariances ``cov``
+        (Sherman-Morrison: (g' S J_i)^2 / (sigma^2 + J_i' S J_i))."""
+        u = np.einsum("spq,sq->sp", cov, self.g)                   # S g
+        gj = np.einsum("snp,sp->sn", self.J, u)                     # g' S J_i
+        jj = np.einsum("snp,spq,snq->sn", self.J, cov, self.J)      # J_i' S J_i
+        return np.mean(gj**2 / (self.sigma**2 + jj), axis=0)
+
+
+def _build(prior, candidates: pd.DataFrame, target: float, criterion: str, noise: float | None,
+           prior_scale: float, n_draws: int, seed: int) -> _Model:
+    if criterion not in CRITERIA:
+        raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+        raise InputError(f"target: must be a finite positive number of FLOPs; got {target!r}")
+    law = prior.law
+    if law.variables:
+        raise InputError(f"prior: the {law.name} form needs extra data per run; design with a law of N and D")
+    thetas, boot = _samples(prior, n_draws, seed)
+    cov = np.cov(boot.T) * prior_scale
+    cov = cov + 1e-12 * np.trace(cov) * np.eye(len(cov))
+    sigma = float(noise if noise is not None else max(prior.noise_scale, 0.01))
+    N, D = candidates["N"].to_numpy(float), candidates["D"].to_numpy(float)
+    with np.errstate(all="ignore"):
+        J = np.stack([_jacobian(law, t, N, D) for t in thetas])
+        g = np.stack([_criterion_gradient(law, t, target, criterion) for t in thetas])
+    J = np.where(np.isfinite(J), J, 0.0)
+    ok = np.all(np.isfinite(g), axis=1)
+    return _Model(J=J[ok], g=g[ok], precision=np.linalg.inv(cov), sigma=sigma)
+
+
+@dataclass(frozen=True, eq=False)
+class DesignResult:
+    """A design: the chosen runs (one row each, in the order picked, with the cost so far and the
+    expected 90% half-width of the decision after it), the expected half-width with no new runs, and
+    what the criterion is."""
+
+    runs: pd.DataFrame
+    criterion: str
+    target: float
+    start_half_width: float
+    sigma: float
+    baseline: dict | None = None
+
+    @property
+    def half_width(self) -> float:
+        """Expected 90% half-width of the decision (in log units: ~relative) after all chosen runs."""
+        return float(self.runs["half_width_after"].iloc[-1]) if len(self.runs) else self.start_half_width
+
+    @property
+    def cost(self) -> float:
+        return float(self.runs["cost_so_far"].iloc[-1]) if len(self.runs) else 0.0
+
+    def report(self) -> str:
+        what = "predicted loss" if self.criterion == "loss" else "compute-optimal N"
+        pct = lambda hw: f"+{math.expm1(hw):.2%}/-{-math.expm1(-hw):.2%}"  # log half-width as relative bounds
+        lines = [f"Probe design for the {what} at {self.target:.3g} FLOPs (run noise {self.sigma:.3g} in log loss)",
+                 f"  expected 90% interval: {pct(self.start_half_width)} now -> {pct(self.half_width)} after "
+                 f"{len(self.runs)} run(s) costing {self.cost:.3g} FLOPs"]
+        if self.baseline:
+            b = self.baseline
+            lines.append(f"  default isoFLOP ladder at the same cost ({b['cost']:.3g} FLOPs, {b['n_runs']} runs): "
+                         f"{pct(b['half_width'])}; this design's interval is "
+                         f"{b['half_width'] / max(self.half_width, 1e-12):.2f}x narrower")
+        show = self.runs.copy()
+        lines += ["", show.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+        if len(self.runs):
+            last = self.runs.iloc[-1]
+            lines += ["", f"when to stop: the last run bought {last['gain']:.3g} of half-width for "
+                          f"{last['marginal_cost']:.3g} FLOPs; stop when that is worth less than the run"]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+def design_variance(prior, candidates: pd.DataFrame, chosen, target: float, criterion: str = "loss",
+                    noise: float | None = None, prior_scale: float = 100.0, n_draws: int = 16, seed: int = 0) -> float:
+    """Expected 90% half-width (log units) of the decision after the candidate rows ``chosen``."""
+    m = _build(prior, candidates.reset_index(drop=True), target, criterion, noise, prior_scale, n_draws, seed)
+    return float(_Z90 * math.sqrt(m.variance(chosen)))
+
+
+def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | None = None, k: int | None = None,
+                criterion: str = "loss", noise: float | None = None, prior_scale: float = 100.0,
+                n_draws: int = 16, seed: int = 0, existing: pd.DataFrame | None = None,
+                cooldown_frac: float = 0.2, cost_power: float = 1.0) -> DesignResult:
+    """Pick runs from ``candidates`` (columns N, D, group, fpt; one row per (width, tokens)) that
+    most shrink the variance of the decision at ``target`` FLOPs, greedily by variance removed per
+    FLOP, until ``budget`` FLOPs are spent or ``k`` runs are picked.
+
+    ``prior`` is a :class:`fits.LossSurfaceFit` with bootstrap refits: a preset's (``prior_scale``
+    widens its covariance, as the user's data are not the paper's) or a fit of the runs already
+    done (then give ``prior_scale=1``). ``existing`` (columns group, D, fpt) are runs already paid
+    for: a branch of an existing width costs only its cooldown when shorter than its longest run.
+    """
+    if budget is None and k is None:
+        raise InputError("budget/k: give a probe budget (FLOPs) or a number of runs to propose")
+    if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise InputError(f"budget: must be a finite positive number of FLOPs; got {budget!r}")
+    need = {"N", "D", "group", "fpt"}
+    if not need <= set(candidates.columns):
+        raise InputError(f"candidates: need columns {sorted(need)}; got {list(candidates.columns)}")
+    cand = candidates.reset_index(drop=True)
+    m = _build(prior, cand, target, criterion, noise, prior_scale, n_draws, seed)
+    groups = pd.factorize(pd.concat([cand["group"], existing["group"]]) if existing is not None and len(existing)
+                          else cand["group"])[0]
+    gid, fpt, D = groups[:len(cand)], cand["fpt"].to_numpy(float), cand["D"].to_numpy(float)
+    longest = np.zeros(groups.max() + 1)  # each group's longest run so far (0: none)
+    if existing is not None and len(existing):
+        np.maximum.at(longest, groups[len(cand):], existing["D"].to_numpy(float))
+    chosen: list[int] = []
+    var = m.variance([])
+    start = _Z90 * math.sqrt(var)
+    cov = m.covariances([])
+    rows, spent = [], 0.0
+    while k is None or len(chosen) < k:
+        top = longest[gid]
+        # a new width pays for its run; a longer run of a width turns its old longest into a branch
+        extra = np.where(top == 0, fpt * D, np.where(D > top, fpt * (D - top + cooldown_frac * top),
+                                                     cooldown_frac * fpt * D))
+        gain = m.gains(cov)
+        ok = np.ones(len(cand), bool)
+        ok[chosen] = False
+        if budget is not None:
+            ok &= spent + extra <= budget * (1 + 1e-9)
+        if not ok.any() or gain[ok].max() <= 1e-12 * var:
+            break
+        score = gain / np.maximum(extra, 1e-30) ** cost_power
+        i = int(np.flatnonzero(ok)[np.argmax(score[ok])])
+        chosen.append(i)
+        spent += float(extra[i])
+        longest[gid[i]] = max(longest[gid[i]], D[i])
+        cov = m.covariances(chosen)
+        v = float(np.mean(np.einsum("sp,spq,sq->s", m.g, cov, m.g)))
+        rows.append({**{c: cand.loc[i, c] for c in cand.columns}, "marginal_cost": float(extra[i]),
+                     "cost_so_far": spent, "half_width_after": _Z90 * math.sqrt(v),
+                     "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
+        var = v
+    return DesignResult(runs=pd.DataFrame(rows), criterion=criterion, target=float(target), start_half_width=start,
+                        sigma=m.sigma)
+
+
+def isoflop_baseline(candidates: pd.DataFrame, budget: float, n_levels: int = 4, ratio: float = 2.0,
+                     tpp_range=(4.0, 500.0), cooldown_frac: float = 0.2) -> list[int]:
+    """Candidate rows of an isoFLOP ladder (``n_levels`` compute levels ``ratio`` apart, every group
+    at the token count nearest each level within ``tpp_range`` tokens per parameter) whose cost is
+    ``budget``: the top level is found by bisection. The default grid to compare a design with."""
+    def pick(top):
+        rows = []
+        for _, g in candidates.groupby("group"):
+            for c in (top / ratio**i for i in range(n_levels)):
+                d = c / float(g["fpt"].iloc[0])
+                tpp = d / g["N"]
+                ok = g[(tpp >= tpp_range[0] / 1.5) & (tpp <= tpp_range[1] * 1.5)]
+                if len(ok) and tpp_range[0] <= d / float(g["N"].iloc[0]) <= tpp_range[1]:
+                    rows.append(int((np.log(ok["D"]) - math.log(d)).abs().idxmin()))
+        return sorted(set(rows))
+
+    lo, hi = math.log(candidates["fpt"].min() * candidates["D"].min()), math.log(budget * 10)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        cost = run_cost(candidates.loc[pick(math.exp(mid))], cooldown_frac)
+        lo, hi = (mid, hi) if cost <= budget else (lo, mid)
+    return pick(math.exp(lo))
