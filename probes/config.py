@@ -146,7 +146,11 @@ class TrainConfig:
     threads: int = 0               # torch CPU threads (0: torch's default); recorded, not hashed
 
     def __post_init__(self):
-        toks = tuple(int(t) for t in self.tokens)
+        raw = self.tokens if isinstance(self.tokens, (list, tuple)) else (self.tokens,)
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and float(t) == int(t) for t in raw):
+            raise InputError(f"train.tokens: must be whole positive token counts, e.g. [200000, 400000]; "
+                             f"got {self.tokens!r}")
+        toks = tuple(int(t) for t in raw)
         object.__setattr__(self, "tokens", tuple(sorted(toks)))
         object.__setattr__(self, "target_losses", tuple(float(t) for t in self.target_losses))
         if not toks or min(toks) < 1:
@@ -161,6 +165,12 @@ class TrainConfig:
             raise InputError("train.warmup_frac/cooldown_frac: must be fractions of the run")
         if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 1):
             raise InputError(f"train.warmup_steps: must be a positive integer; got {self.warmup_steps!r}")
+        for name in ("eval_every", "eval_batches", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"train.{name}: must be a positive integer; got {v!r}")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith(("cuda", "mps")):
+            raise InputError(f"train.device: must be auto, cpu, cuda[:N] or mps; got {self.device!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise InputError(f"train.threads: must be a non-negative integer; got {self.threads!r}")
 

@@ -55,8 +55,14 @@ _SECTION.update({f: "train" for f in TrainConfig.__dataclass_fields__})
 _SECTION.update({f: "data" for f in DataConfig.__dataclass_fields__})
 
 
-def _vocab_for(tokenizer: str) -> int:
-    return 257 if tokenizer == "byte" else int(tokenizer.split(":", 1)[1])
+def _vocab_for(tokenizer) -> int:
+    if tokenizer == "byte":
+        return 257
+    head, _, vocab = str(tokenizer).partition(":")
+    if head != "bpe" or not vocab.isdigit() or int(vocab) < 258:
+        raise InputError(f"data.tokenizer: must be 'byte' or 'bpe:<vocab>' with a vocabulary of at least 258; "
+                         f"got {tokenizer!r}")
+    return int(vocab)
 
 
 def _config(fixed: dict, flat: dict) -> ProbeConfig:
@@ -82,6 +88,9 @@ def expand_grid(spec: dict) -> list[ProbeConfig]:
         if bad:
             raise InputError(f"grid: unknown key(s) {bad} in [{sec}]")
     grid = dict(spec.get("grid", {}))
+    for k, v in grid.items():  # an empty axis would silently drop to the defaults
+        if isinstance(v, list) and not v:
+            raise InputError(f"grid: axis {k!r} is an empty list; give at least one value or remove it")
     for k in list(grid) + [k for r in spec.get("run", []) for k in r]:
         if k not in _SECTION:
             raise InputError(f"grid: unknown key {k!r}; allowed keys are {sorted(_SECTION)}")

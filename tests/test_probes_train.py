@@ -351,3 +351,18 @@ def test_killed_worker_fails_its_run_not_the_sweep(tmp_path):
     assert "2 runs" in output
     df = export_results(out, final_only=True)
     assert sorted(df["width"]) == [32, 48]
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[grid]\nwidth = []\n[train]\ntokens = [4096]\n', "empty list"),
+    ('[train]\neval_every = 0\ntokens = [4096]\n', "train.eval_every"),
+    ('[data]\ntokenizer = "sentencepiece"\n[train]\ntokens = [4096]\n', "data.tokenizer"),
+    ('[train]\ntokens = "many"\n', "train.tokens"),
+    ('[train]\ntokens = [4096]\ndevice = "tpu"\n', "train.device"),
+])
+def test_bad_grids_are_refused_with_the_key_named(tmp_path, toml, message):
+    from probes.sweep import load_grid
+
+    (tmp_path / "g.toml").write_text(toml)
+    with pytest.raises(ValueError, match=message):
+        load_grid(tmp_path / "g.toml")
