@@ -147,16 +147,24 @@ def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
     run_dir = out / cfg.key()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "lock", "w") as lock:
+    with open(run_dir / "lock", "a+") as lock:  # not "w": a held lock keeps its holder's pid
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return cfg.key(), "busy"
+        lock.seek(0)
+        lock.truncate()
         lock.write(f"{os.getpid()}\n")  # who trains this run (read by `probe status` users and tests)
         lock.flush()
         if (run_dir / "done.json").exists():
             return cfg.key(), "skipped"
-        res = train_probe(cfg, out, progress=progress)
+        err = run_dir / "error.txt"
+        try:
+            res = train_probe(cfg, out, progress=progress)
+        except Exception as exc:  # `probe status` shows the last line; the sweep reports it and goes on
+            atomic_write_text(err, f"{type(exc).__name__}: {exc}\n")
+            raise
+        err.unlink(missing_ok=True)
         return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
@@ -235,13 +243,49 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
     return statuses
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Complete rows of a metrics file (a torn last line, from a kill mid-write, is ignored)."""
+def _read_rows(path: Path, finished: bool = False) -> list[dict]:
+    """Complete rows of a metrics file. A torn last line (a kill mid-write) is ignored while the run
+    can still resume and rewrite it; in a finished run it is a lost row, and an error names it."""
     if not path.exists():
         return []
-    text = path.read_text()
-    lines = text.split("\n")[:-1]  # anything after the last newline is incomplete
-    return [json.loads(l) for l in lines if l]
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    if finished and lines[-1]:
+        raise InputError(f"runs: {str(path)!r} of a finished run ends in a partial line (a row was lost); "
+                         f"delete {str(path.parent)!r} and run the grid again to retrain it")
+    rows = []
+    for i, line in enumerate(lines[:-1]):  # anything after the last newline is incomplete
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise InputError(f"runs: line {i + 1} of {str(path)!r} is not a JSON row; delete "
+                                 f"{str(path.parent)!r} and run the grid again to retrain it") from None
+    return rows
+
+
+def _read_json(path: Path) -> dict | None:
+    """A run's JSON file, or None when it is missing, empty or corrupt."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _running(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (the lock dies with its process, on any host
+    sharing the filesystem's flock)."""
+    lock = run_dir / "lock"
+    if not lock.exists():
+        return False
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def sweep_status(out, configs: list[ProbeConfig] | None = None):
@@ -258,14 +302,40 @@ def sweep_status(out, configs: list[ProbeConfig] | None = None):
             c = keys[key]
             rows.append({"run_id": key, "status": "pending", "width": c.model.width, "lr": c.train.lr, "rows": 0})
             continue
-        cfg = json.loads((d / "config.json").read_text())
+        cfg = _read_json(d / "config.json")
         done = d / "done.json"
-        info = json.loads(done.read_text()) if done.exists() else {}
-        status = ("diverged" if info.get("diverged") else "done") if info else (
-            "interrupted" if (d / "ckpt.pt").exists() or (d / "metrics.jsonl").exists() else "started")
-        rows.append({"run_id": key, "status": status, "width": cfg["model"]["width"], "lr": cfg["train"]["lr"],
-                     "rows": len(_read_rows(d / "metrics.jsonl"))})
-    return pd.DataFrame(rows, columns=["run_id", "status", "width", "lr", "rows"])
+        info = _read_json(done) if done.exists() else {}
+        error = ""
+        if cfg is None:
+            status, error = "corrupt", f"config.json unreadable: delete {d} and run the grid again"
+        elif info is None:
+            status, error = "corrupt", f"done.json unreadable: delete {done} to resume the run from its checkpoint"
+        elif info:
+            status = "diverged" if info.get("diverged") else "done"
+        elif _running(d):
+            status = "running"
+        else:
+            status = "interrupted" if (d / "ckpt.pt").exists() or (d / "metrics.jsonl").exists() else "started"
+            error = _last_error(d)
+            if error:
+                status = "failed"
+        try:
+            n_rows = len(_read_rows(d / "metrics.jsonl"))
+        except InputError as exc:
+            status, error, n_rows = "corrupt", str(exc), 0
+        model, train = (cfg or {}).get("model", {}), (cfg or {}).get("train", {})
+        rows.append({"run_id": key, "status": status, "width": model.get("width"), "lr": train.get("lr"),
+                     "rows": n_rows, "error": error})
+    return pd.DataFrame(rows, columns=["run_id", "status", "width", "lr", "rows", "error"])
+
+
+def _last_error(run_dir: Path) -> str:
+    """The last line of a failed run's error file, if it has one."""
+    err = run_dir / "error.txt"
+    if not err.exists():
+        return ""
+    lines = [line for line in err.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def export_results(out, path=None, final_only: bool = False):
@@ -275,7 +345,8 @@ def export_results(out, path=None, final_only: bool = False):
     out = Path(out)
     if not out.is_dir():
         raise InputError(f"runs: no results directory at {str(out)!r}")
-    rows = [r for d in sorted(out.iterdir()) if d.is_dir() for r in _read_rows(d / "metrics.jsonl")]
+    rows = [r for d in sorted(out.iterdir()) if d.is_dir()
+            for r in _read_rows(d / "metrics.jsonl", finished=(d / "done.json").exists())]
     if not rows and path is not None:  # never replace a results file with an empty one
         raise InputError(f"runs: no evaluation rows under {str(out)!r}; nothing written to {str(path)!r}")
     df = pd.DataFrame(rows)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +157,7 @@ class _Trainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": step,
                 "branches_done": branches_done, "batches": self.batches.state(), "n_rows": self.n_rows,
                 "torch_rng": torch.get_rng_state(), "targets_hit": sorted(self.targets_hit),
-                "wall": self.wall, "recent": self.recent}
+                "wall": self.wall, "recent": self.recent, "tokens_timed": self.tokens_timed}
 
     def save(self, step: int, branches_done: int) -> None:
         tmp = self.dir / "ckpt.pt.tmp"
@@ -171,6 +172,8 @@ class _Trainer:
         torch.set_rng_state(st["torch_rng"])
         self.n_rows, self.targets_hit = st["n_rows"], set(st["targets_hit"])
         self.wall, self.recent = st["wall"], st["recent"]
+        # throughput = timed tokens / timed seconds: both are restored, or tokens_per_s and MFU drop
+        self.tokens_timed = st.get("tokens_timed", st["step"] * self.tokens_per_step)
         _truncate_rows(self.metrics, self.n_rows)
         return st["step"], st["branches_done"]
 
@@ -295,9 +298,17 @@ def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
     atomic_write_text(run_dir / "config.json", json.dumps({"key": key, **cfg.to_dict()}, indent=1, default=str))
     tr = _Trainer(cfg, run_dir, Path(cache_dir or Path(out) / "_cache"), progress)
     step, branches_done, resumed = 0, 0, False
-    if (run_dir / "ckpt.pt").exists():
-        step, branches_done = tr.load()
-        resumed = True
+    ckpt = run_dir / "ckpt.pt"
+    if ckpt.exists():
+        try:
+            step, branches_done = tr.load()
+            resumed = True
+        except Exception as exc:  # a checkpoint torn by a kill or a full disk: start the run again
+            os.replace(ckpt, run_dir / "ckpt.pt.corrupt")
+            print(f"run {key}: checkpoint {ckpt} is unreadable ({type(exc).__name__}); kept as ckpt.pt.corrupt, "
+                  "training the run again from step 0", file=sys.stderr)
+            tr = _Trainer(cfg, run_dir, Path(cache_dir or Path(out) / "_cache"), progress)
+            _truncate_rows(tr.metrics, 0)
     else:
         _truncate_rows(tr.metrics, 0)
     t = cfg.train

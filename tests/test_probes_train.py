@@ -322,6 +322,16 @@ def test_a_run_that_fails_does_not_fail_the_sweep(tmp_path):
     statuses = run_sweep(good + bad, tmp_path, workers=2, progress=False)
     assert statuses[good[0].key()] == "trained"
     assert statuses[bad[0].key()].startswith("failed")
+    from probes.sweep import sweep_status
+
+    st = sweep_status(tmp_path).set_index("run_id")
+    assert st.loc[bad[0].key(), "status"] == "failed" and st.loc[bad[0].key(), "error"]  # its last error line
+    # a live process holding a run's lock shows it as running, not interrupted
+    import fcntl
+
+    with open(tmp_path / bad[0].key() / "lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sweep_status(tmp_path).set_index("run_id").loc[bad[0].key(), "status"] == "running"
 
 
 @pytest.mark.slow
@@ -366,3 +376,62 @@ def test_bad_grids_are_refused_with_the_key_named(tmp_path, toml, message):
     (tmp_path / "g.toml").write_text(toml)
     with pytest.raises(ValueError, match=message):
         load_grid(tmp_path / "g.toml")
+
+
+def _interrupted(tmp_path, cache, monkeypatch, at=40):
+    """Train the tiny config into tmp_path/cut and interrupt it after its first checkpoint."""
+    import probes.train as T
+
+    calls = {"n": 0}
+    real = T._Trainer.train_step
+
+    def flaky(self, step, end):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real(self, step, end)
+
+    monkeypatch.setattr(T._Trainer, "train_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train_probe(cfg(), tmp_path / "cut", cache, progress=False)
+    monkeypatch.setattr(T._Trainer, "train_step", real)
+    return tmp_path / "cut" / cfg().key()
+
+
+def test_resume_keeps_throughput_and_a_torn_checkpoint_retrains(tmp_path, cache, monkeypatch):
+    full = rows(train_probe(cfg(), tmp_path / "full", cache, progress=False))
+    run = _interrupted(tmp_path, cache, monkeypatch)
+    res = train_probe(cfg(), tmp_path / "cut", cache, progress=False)
+    resumed = rows(res)
+    # timed tokens are restored with timed seconds: throughput stays of the same order after a resume
+    ratio = resumed["tokens_per_s"].iloc[-1] / full["tokens_per_s"].iloc[-1]
+    assert 0.2 < ratio < 5, ratio
+    # a truncated checkpoint: the run starts again, and its rows equal an uninterrupted run's
+    run = _interrupted(tmp_path / "b", cache, monkeypatch)
+    ckpt = run / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    res = train_probe(cfg(), tmp_path / "b" / "cut", cache, progress=False)
+    assert not res.resumed and (run / "ckpt.pt.corrupt").exists()
+    np.testing.assert_allclose(rows(res)["val_loss"], full["val_loss"], rtol=1e-6)
+
+
+def test_status_names_corrupt_failed_and_torn_runs(tmp_path, cache, monkeypatch):
+    from probes.sweep import sweep_status
+
+    train_probe(cfg(), tmp_path, cache, progress=False)
+    other = cfg(train={"lr": 5e-3})
+    train_probe(other, tmp_path, cache, progress=False)
+    a, b = tmp_path / cfg().key(), tmp_path / other.key()
+    (a / "done.json").write_text("")                     # empty done.json
+    (b / "config.json").write_text("{not json")          # corrupt config.json
+    st = sweep_status(tmp_path).set_index("run_id")
+    assert st.loc[a.name, "status"] == "corrupt" and "done.json" in st.loc[a.name, "error"]
+    assert st.loc[b.name, "status"] == "corrupt" and "config.json" in st.loc[b.name, "error"]
+    # a finished run whose last metrics line is torn: export names the file instead of dropping the row
+    (a / "done.json").write_text(json.dumps({"rows": 1, "diverged": False}))
+    text = (a / "metrics.jsonl").read_text()
+    (a / "metrics.jsonl").write_text(text[:-10])
+    with pytest.raises(InputError, match="partial line"):
+        export_results(tmp_path)
+    r = CliRunner().invoke(probe_cli, ["status", str(tmp_path)])
+    assert r.exit_code == 0 and "corrupt" in r.output
