@@ -168,6 +168,32 @@ def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None
         return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker whose sweep process dies (kill -9 included) stops too, instead of
+    training on as an orphan. Linux asks the kernel for SIGTERM on the parent's death (prctl
+    PR_SET_PDEATHSIG); elsewhere a thread polls the parent."""
+    import ctypes
+    import signal
+    import threading
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+    def watch():
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def default_threads(workers: int) -> int:
     """CPU threads per probe process: the cores shared evenly (torch's default of all cores per
     process oversubscribes the machine when several probes run at once, ~100x slower)."""
@@ -215,7 +241,8 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
         tries = {c.key(): 0 for c in configs}
         while pending:
             broken = []
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as ex:
                 futures = {ex.submit(_run_locked, c, out, False, threads): c for c in pending}
                 for fut, c in futures.items():
                     try:

@@ -435,3 +435,42 @@ def test_status_names_corrupt_failed_and_torn_runs(tmp_path, cache, monkeypatch)
         export_results(tmp_path)
     r = CliRunner().invoke(probe_cli, ["status", str(tmp_path)])
     assert r.exit_code == 0 and "corrupt" in r.output
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_killing_the_sweep_stops_its_workers(tmp_path):
+    (tmp_path / "g.toml").write_text("[grid]\nwidth = [32, 48]\n[model]\ndepth = 1\nbase_width = 16\nseq_len = 32\n"
+                                     "[train]\ntokens = [50000000]\nbatch_size = 8\n")
+    proc = subprocess.Popen([sys.executable, "-m", "probes.cli", "run", str(tmp_path / "g.toml"), "--out",
+                             str(tmp_path / "runs"), "--workers", "2", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    for _ in range(120):
+        time.sleep(0.5)
+        workers = [c for c in _children(proc.pid) if "spawn_main" in (Path(f"/proc/{c}/cmdline").read_text(
+            errors="replace") if Path(f"/proc/{c}/cmdline").exists() else "")]
+        if len(workers) >= 2:
+            break
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(20):
+        time.sleep(0.5)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text()
+                 .rsplit(")", 1)[1].split()[0]]
+        if not alive:
+            break
+    assert not alive, f"orphan workers still training: {alive}"
