@@ -159,7 +159,14 @@ def replay(path, label, frac=0.1, seeds=20):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=12)
+    ap.add_argument("--cost-power", type=float, default=1.0,
+                    help="greedy score = variance removed / cost^p (1: per FLOP; 0: cost only as a limit)")
     args = ap.parse_args()
+    global design_runs
+    if args.cost_power != 1.0:
+        import functools
+
+        design_runs = functools.partial(design_runs, cost_power=args.cost_power)
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     rows = []
