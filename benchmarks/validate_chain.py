@@ -61,17 +61,18 @@ def ladder_seeds(out: Path, workers: int) -> None:
 def _fit_tables(out: Path) -> dict:
     """{fit name: (table, N column)}: each N definition on the one-seed ladder, and the non-
     embedding fit of the three-seed ladder when it has been run."""
-    tables = {kind: (pd.read_csv(out / "ladder.csv"), col) for kind, col in N_KINDS.items()}
+    tables = {kind: (pd.read_csv(out / "ladder.csv"), col, "chinchilla") for kind, col in N_KINDS.items()}
+    tables["non_embedding_auto"] = (pd.read_csv(out / "ladder.csv"), "params", "auto")  # form chosen by backtest
     if (out / "ladder_seeds.csv").exists():
         both = pd.concat([pd.read_csv(out / "ladder.csv"), pd.read_csv(out / "ladder_seeds.csv")], ignore_index=True)
-        tables["non_embedding_3seeds"] = (both, "params")
+        tables["non_embedding_3seeds"] = (both, "params", "chinchilla")
     return tables
 
 
 def fits(out: Path) -> None:
-    for kind, (table, col) in _fit_tables(out).items():
+    for kind, (table, col, form) in _fit_tables(out).items():
         t0 = time.perf_counter()
-        fit = fit_loss_surface(table, n=col, d="tokens", loss="val_loss", bootstrap=1000, seed=0)
+        fit = fit_loss_surface(table, n=col, d="tokens", loss="val_loss", bootstrap=1000, seed=0, form=form)
         fit.to_json(out / f"fit_{kind}.json")
         print(f"fit_{kind}: {time.perf_counter() - t0:.1f} s\n{fit.report(0.9)}\n")
 
@@ -112,7 +113,7 @@ def report(out: Path) -> dict:
         raise SystemExit("no finished target runs yet: run the train stage")
     rows = realised.merge(manifest, on=["width", "tokens", "seed"], how="inner")
     tables = []
-    for kind, (_, col) in _fit_tables(out).items():
+    for kind, (_, col, _form) in _fit_tables(out).items():
         v = verify(load_fit(out / f"fit_{kind}.json"), rows, n=col, d="tokens", loss="val_loss")
         v.insert(0, "n_kind", kind)
         for c in ("multiple", "role", "seed", "width", "tokens", "wall_s"):

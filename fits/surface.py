@@ -216,6 +216,11 @@ class LossSurfaceFit:
             grow = self.noise_scale / self.residual_scale if self.residual_scale > 0 else 1.0
             noise = grow * rng.choice(self.residuals, size=logs.shape)
             lo, hi = np.nanquantile(logs + noise, q, axis=0)
+            # without backtests to calibrate on, a law's own error is added as it grows with distance,
+            # EXTRAPOLATION_ERROR per decade beyond the runs: the bootstrap alone under-covers
+            if kind == "prediction" and self.options.get("distance_scale"):
+                z = NormalDist().inv_cdf((1 + level) / 2) * EXTRAPOLATION_ERROR * self.extrapolation_decades(N, D).ravel()
+                lo, hi = center - np.sqrt((center - lo) ** 2 + z**2), center + np.sqrt((hi - center) ** 2 + z**2)
         spread = self.form_spread(N.ravel(), D.ravel(), **{k: np.ravel(v) for k, v in var.items()})
         if np.any(spread > 0):  # model uncertainty: the credible forms' disagreement, in quadrature
             z = NormalDist().inv_cdf((1 + level) / 2) * spread
@@ -798,7 +803,7 @@ def fit_loss_surface(
                  "n_definition": _n_definition(table, n, n_kind),
                  "shape_family": _shape_family(table),
                  "run_noise": noise, "run_noise_source": noise_src,
-                 "distance_scale": DISTANCE_SCALE if scores is not None else None,
+                 "distance_scale": DISTANCE_SCALE,
                  "hull": convex_hull(np.log10(frame[["N", "D"]].to_numpy()))},
         provenance=_provenance(src), status=best.status,
     )
@@ -951,6 +956,10 @@ def _shape_family(table) -> dict | None:
 
 
 DISTANCE_SCALE = 0.1    # decades of extrapolation over which a calibrated interval doubles
+# sd of a law's log-loss error per decade of extrapolation, for intervals that cannot be calibrated:
+# measured 0.03-0.05 (the Chinchilla form carried 0.4-0.8 decades past Farseer's runs and past the
+# CPU probe ladder, benchmarks/results/forms.json and validation.json); the upper end is used
+EXTRAPOLATION_ERROR = 0.05
 TRUST_ERROR = 0.02      # own-backtest mean |relative error| above which a fit is flagged
 TRUST_WIDTH = 0.10      # 90% prediction interval (relative full width) at 10x the data above which
 
