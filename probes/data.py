@@ -17,13 +17,14 @@ import glob
 import hashlib
 import json
 import math
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fits._io import atomic_write_text
+from fits._io import atomic_write_bytes, atomic_write_text
 from fits.errors import InputError
 
 from .config import DataConfig
@@ -100,6 +101,27 @@ def _train_bpe(texts, vocab: int, out: Path):
     return tok
 
 
+def _read_cache(cdir: Path) -> "Corpus | None":
+    """A cached corpus, checked against its manifest; None (and a message) when a file is missing,
+    truncated or corrupt, so that the corpus is tokenised again rather than trained on in part."""
+    try:
+        manifest = json.loads((cdir / "manifest.json").read_text())
+        dt = np.dtype(manifest["dtype"])
+        train = np.fromfile(cdir / "train.bin", dtype=dt)
+        val = np.fromfile(cdir / "val.bin", dtype=dt)
+        ok = train.size == manifest["train_tokens"] and val.size == manifest["val_tokens"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    else:
+        why = (f"train.bin holds {train.size} tokens and val.bin {val.size}, the manifest says "
+               f"{manifest['train_tokens']} and {manifest['val_tokens']}")
+    if not ok:
+        print(f"corpus cache {cdir} is incomplete ({why}); tokenising the corpus again", file=sys.stderr)
+        return None
+    return Corpus(train.astype(np.int64), val.astype(np.int64), manifest["vocab_size"],
+                  manifest["val_bytes_per_token"], manifest)
+
+
 def load_corpus(cfg: DataConfig, cache_dir: Path | None = None) -> Corpus:
     """Tokenise a corpus (cached under ``cache_dir`` by a hash of its spec and tokenizer)."""
     spec = Path(cfg.corpus)
@@ -112,11 +134,9 @@ def load_corpus(cfg: DataConfig, cache_dir: Path | None = None) -> Corpus:
                                      [str(f) for f in files]]).encode()).hexdigest()[:12]
     cdir = Path(cache_dir) / f"corpus-{key}" if cache_dir else None
     if cdir is not None and (cdir / "manifest.json").is_file():
-        manifest = json.loads((cdir / "manifest.json").read_text())
-        dt = np.dtype(manifest["dtype"])
-        return Corpus(np.fromfile(cdir / "train.bin", dtype=dt).astype(np.int64),
-                      np.fromfile(cdir / "val.bin", dtype=dt).astype(np.int64),
-                      manifest["vocab_size"], manifest["val_bytes_per_token"], manifest)
+        cached = _read_cache(cdir)
+        if cached is not None:
+            return cached
     train_docs, val_docs = [], []
     for f in files:
         try:
@@ -158,8 +178,10 @@ def load_corpus(cfg: DataConfig, cache_dir: Path | None = None) -> Corpus:
     if cdir is not None:
         cdir.mkdir(parents=True, exist_ok=True)
         dt = np.dtype(manifest["dtype"])
-        train.astype(dt).tofile(cdir / "train.bin")
-        val.astype(dt).tofile(cdir / "val.bin")
+        # token files first, each atomically, the manifest last: a reader that sees the manifest
+        # (other workers tokenising the same corpus) sees complete files
+        atomic_write_bytes(cdir / "train.bin", train.astype(dt).tobytes())
+        atomic_write_bytes(cdir / "val.bin", val.astype(dt).tobytes())
         atomic_write_text(cdir / "manifest.json", json.dumps(manifest, indent=1))
     return Corpus(train.astype(np.int64), val.astype(np.int64), vocab, manifest["val_bytes_per_token"], manifest)
 

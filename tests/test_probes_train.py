@@ -474,3 +474,13 @@ def test_killing_the_sweep_stops_its_workers(tmp_path):
         if not alive:
             break
     assert not alive, f"orphan workers still training: {alive}"
+
+
+def test_a_truncated_corpus_cache_is_rebuilt_not_trained_on(tmp_path):
+    full = load_corpus(cfg().data, tmp_path)
+    cdir = next(tmp_path.glob("corpus-*"))
+    data = (cdir / "train.bin").read_bytes()
+    (cdir / "train.bin").write_bytes(data[: len(data) // 100])  # 1% of the corpus
+    again = load_corpus(cfg().data, tmp_path)
+    assert again.train.size == full.train.size
+    assert (cdir / "train.bin").stat().st_size == len(data)
