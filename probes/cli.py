@@ -156,7 +156,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     from planner.budget import Budget
     from planner.plan import resolve_fit
 
-    from .sweep import design_candidates, ladder_runs, runs_toml
+    from .sweep import cost_words, design_candidates, ladder_runs, runs_toml
 
     cand = design_candidates(widths=widths, depth=depth)
     if next_results is not None:
@@ -201,7 +201,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     runs = {}
     for r in res.runs.itertuples():
         runs.setdefault(int(r.width), []).append(int(r.D))
-    return runs_toml(runs, header=head + "\n" + res.report(), depth=depth)
+    return runs_toml(runs, header="\n".join([head, cost_words(res.cost), res.report()]), depth=depth)
 
 
 def _ladder_levels(cost: float, widths, depth: int, n_levels: int = 4, ratio: float = 2.0) -> list:

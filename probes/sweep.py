@@ -502,5 +502,26 @@ def design_grid(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: 
     if not ladder_runs(levels(top), **kw):
         raise InputError(f"budget: {budget:.3g} FLOPs leaves no run with at least one training step "
                          f"(one step of the smallest probe costs {one_step:.3g} FLOPs)")
-    header = "\n".join(f"{k} = {v}" for k, v in (base or {}).items())
+    total = sum(r["cost"] for r in ladder_runs(levels(top), **kw))
+    header = "\n".join([*(f"{k} = {v}" for k, v in (base or {}).items()), cost_words(total)])
     return ladder_toml(levels(top), header=header, **kw)
+
+
+# training FLOP/s of CPU probes on this repository's 2-core machine, end to end: the default
+# ladder's 1.6e13 FLOPs of runs took 9.6 min with 2 workers, evaluations included (bare training
+# steps reach 4.7e10-1.0e11 at widths 64-256, benchmarks/results/throughput_cpu.json)
+CPU_FLOPS = 2.8e10
+
+
+def cost_words(flops: float) -> str:
+    """What ``flops`` of probes take: CPU-hours at the measured CPU rate and H100-hours at 40% MFU."""
+    from planner.budget import Budget
+
+    def span(hours: float) -> str:
+        for limit, unit, scale in ((1 / 60, "s", 3600), (1, "min", 60), (48, "h", 1), (math.inf, "days", 1 / 24)):
+            if hours < limit:
+                return f"~{hours * scale:,.3g} {unit}"
+
+    h100 = Budget(flops, gpu="h100", mfu=0.4).gpu_hours
+    return (f"cost: {flops:.3g} FLOPs = {span(flops / CPU_FLOPS / 3600)} on 2 CPU cores (measured "
+            f"{CPU_FLOPS:.0e} FLOP/s) = {span(h100)} of one H100 at 40% MFU")
