@@ -524,4 +524,4 @@ def cost_words(flops: float) -> str:
 
     h100 = Budget(flops, gpu="h100", mfu=0.4).gpu_hours
     return (f"cost: {flops:.3g} FLOPs = {span(flops / CPU_FLOPS / 3600)} on 2 CPU cores (measured "
-            f"{CPU_FLOPS:.0e} FLOP/s) = {span(h100)} of one H100 at 40% MFU")
+            f"{CPU_FLOPS:.2g} FLOP/s) = {span(h100)} of one H100 at 40% MFU")
