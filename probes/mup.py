@@ -28,11 +28,14 @@ def param_groups(model, lr: float, weight_decay: float = 0.0, eps: float = 1e-8,
         raise RuntimeError("param_groups: the model has no probe_config; did you forget to build it "
                            "with probes.model.build_model (which applies the muP initialisation)?")
     m, mL = cfg.width_mult, cfg.depth_mult
+    # Adam's eps must stay below the gradients it divides. With logits x 1/m, every group's gradient
+    # shrinks as 1/m (the backward signal does), and inside residual branches as 1/m_L too, so eps
+    # scales with each group's gradient (as the CompleteP reference code does), not only the hidden one's
     spec = {
-        "embedding": dict(lr=lr, weight_decay=weight_decay, eps=eps),
+        "embedding": dict(lr=lr, weight_decay=weight_decay, eps=eps / m),
         "hidden": dict(lr=lr / m, weight_decay=weight_decay * m, eps=eps / (m * mL)),
-        "vector": dict(lr=lr, weight_decay=0.0, eps=eps),
-        "readout": dict(lr=lr, weight_decay=weight_decay, eps=eps),
+        "vector": dict(lr=lr, weight_decay=0.0, eps=eps / (m * mL)),
+        "readout": dict(lr=lr, weight_decay=weight_decay, eps=eps / m),
     }
     members = {k: [] for k in spec}
     for name, p in model.named_parameters():

@@ -40,6 +40,23 @@ def test_hidden_lr_and_decay_scale_with_width_also_after_scheduler_steps():
     assert all(param_kind(n, p) != "vector" or p.ndim == 1 for n, p in model.named_parameters())
 
 
+def test_adam_eps_follows_every_groups_gradient_scale():
+    model = build_model(dataclasses.replace(BASE, width=256, depth=8, base_depth=2))  # m = 4, m_L = 4
+    g = {x["name"]: x["eps"] for x in param_groups(model, lr=1e-2, eps=1e-8)}
+    assert g == pytest.approx({"embedding": 1e-8 / 4, "readout": 1e-8 / 4, "hidden": 1e-8 / 16, "vector": 1e-8 / 16})
+    # with logits x 1/m the gradients of every group shrink with width: measured, embedding and readout too
+    grads = {}
+    for width in (64, 256):
+        torch.manual_seed(0)
+        mdl = build_model(dataclasses.replace(BASE, width=width, readout_zero_init=False), seed=0)
+        x = torch.randint(0, 257, (4, 32))
+        mdl(input_ids=x, labels=x).loss.backward()
+        grads[width] = {k: torch.cat([p.grad.abs().flatten() for n, p in mdl.named_parameters()
+                                      if param_kind(n, p) == k]).mean().item() for k in ("embedding", "readout")}
+    for k in ("embedding", "readout"):
+        assert grads[256][k] < grads[64][k] / 2, (k, grads)
+
+
 def test_hidden_init_std_scales_as_one_over_sqrt_width():
     def std(width):
         m = build_model(dataclasses.replace(BASE, width=width), seed=1)
