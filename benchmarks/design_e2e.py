@@ -1,0 +1,67 @@
+"""End to end on CPU: design -> probe run -> fit -> plan, the optimal design against the default
+isoFLOP ladder at the same probe cost.
+
+    python benchmarks/design_e2e.py [--target 1e14] [--probe-budget 2e12] [--workers 2]
+
+Both grids are trained with the probe runner (resumable, under benchmarks/runs/design_e2e/), fitted
+with 200 bootstrap refits, and planned at the target: the 90% interval of the planned loss and
+of N_opt. Writes benchmarks/results/design_e2e.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "benchmarks" / "runs" / "design_e2e"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", type=float, default=1e14)
+    ap.add_argument("--probe-budget", type=float, default=2e12)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    from fits import fit_loss_surface
+    from fits.design import run_cost
+    from planner import make_plan
+    from probes.cli import main as probe
+    from probes.sweep import design_grid, export_results, load_grid, run_sweep
+
+    RUNS.mkdir(parents=True, exist_ok=True)
+    r = CliRunner().invoke(probe, ["design", "--target", f"{args.target}", "--probe-budget", f"{args.probe_budget}",
+                                   "--out", str(RUNS / "optimal.toml")])
+    assert r.exit_code == 0, r.output
+    optimal = load_grid(RUNS / "optimal.toml")
+
+    def cost(configs):
+        import pandas as pd
+
+        return run_cost(pd.DataFrame([{"group": c.model.width, "D": float(t), "fpt": c.model.flops_per_token}
+                                      for c in configs for t in c.train.tokens]))
+
+    spent = cost(optimal)
+    (RUNS / "ladder.toml").write_text(design_grid(spent) + "\n")
+    ladder = load_grid(RUNS / "ladder.toml")
+    out = {"target": args.target, "probe_budget": args.probe_budget}
+    for name, configs in (("optimal", optimal), ("ladder", ladder)):
+        run_sweep(configs, RUNS / name, workers=args.workers, threads=1 if args.workers > 1 else None)
+        table = export_results(RUNS / name, RUNS / f"{name}.csv", final_only=True)
+        fit = fit_loss_surface(table, n="params", d="tokens", loss="val_loss", bootstrap=200, seed=0)
+        plan = make_plan(fit, args.target)
+        out[name] = {"runs": len(configs), "rows": len(table), "cost_flops": cost(configs),
+                     "status": fit.status, "loss": plan.loss, "loss_low": plan.loss_low, "loss_high": plan.loss_high,
+                     "half_width": (plan.loss_high - plan.loss_low) / 2 / plan.loss,
+                     "params": plan.params, "params_low": plan.intervals.get("params_low"),
+                     "params_high": plan.intervals.get("params_high"), "warnings": fit.warnings}
+        print(name, json.dumps(out[name], indent=1, default=float))
+    out["half_width_ratio_ladder_over_optimal"] = out["ladder"]["half_width"] / out["optimal"]["half_width"]
+    (ROOT / "benchmarks" / "results" / "design_e2e.json").write_text(json.dumps(out, indent=1, default=float))
+    print(json.dumps({k: out[k] for k in ("half_width_ratio_ladder_over_optimal",)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
