@@ -59,7 +59,9 @@ def main():
                      "params_high": plan.intervals.get("params_high"), "warnings": fit.warnings}
         print(name, json.dumps(out[name], indent=1, default=float))
     out["half_width_ratio_ladder_over_optimal"] = out["ladder"]["half_width"] / out["optimal"]["half_width"]
-    (ROOT / "benchmarks" / "results" / "design_e2e.json").write_text(json.dumps(out, indent=1, default=float))
+    from fits._io import to_jsonable
+
+    (ROOT / "benchmarks" / "results" / "design_e2e.json").write_text(json.dumps(to_jsonable(out), indent=1))
     print(json.dumps({k: out[k] for k in ("half_width_ratio_ladder_over_optimal",)}, indent=1))
 
 
