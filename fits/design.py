@@ -166,6 +166,12 @@ class DesignResult:
             lines.append(f"  default isoFLOP ladder at the same cost ({b['cost']:.3g} FLOPs, {b['n_runs']} runs): "
                          f"{pct(b['half_width'])}; this design's interval is "
                          f"{b['half_width'] / max(self.half_width, 1e-12):.2f}x narrower")
+        if len(self.runs):
+            span = math.log10(self.runs["N"].max() / self.runs["N"].min())
+            if span < 1.0:  # measured: such designs can leave the floor E unplaced (benchmarks/results/design_e2e.json)
+                lines.append(f"  warning: the design spans {span:.2f} decades of N (< 1): its fit may not place the "
+                             "floor E or the N exponent, whatever the linearised interval says; a larger probe "
+                             "budget, or the default ladder, spreads sizes further")
         show = self.runs.copy()
         lines += ["", show.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
         if len(self.runs):
