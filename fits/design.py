@@ -203,6 +203,8 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     widens its covariance, as the user's data are not the paper's) or a fit of the runs already
     done (then give ``prior_scale=1``). ``existing`` (columns group, D, fpt) are runs already paid
     for: a branch of an existing width costs only its cooldown when shorter than its longest run.
+    ``cost_power``: a run's score is the variance it removes / its cost^cost_power (1: per FLOP;
+    0: the budget is only a limit).
     """
     if budget is None and k is None:
         raise InputError("budget/k: give a probe budget (FLOPs) or a number of runs to propose")
