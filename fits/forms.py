@@ -158,6 +158,7 @@ def chinchilla_allocation(C, A, B, alpha, beta, flops_per_param_token: float = 6
     '7.3e+10 1.342e+12'
     """
     C = np.asarray(C, dtype=float)
+    A, B, alpha, beta = (np.asarray(v, dtype=float) for v in (A, B, alpha, beta))  # floats would raise on 0/0
     s = alpha + beta
     with np.errstate(all="ignore"):  # a degenerate bootstrap refit (alpha or beta 0) gives 0 or inf
         G = np.power(alpha * A / (beta * B), 1.0 / s)
