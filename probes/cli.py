@@ -156,7 +156,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     from planner.budget import Budget
     from planner.plan import resolve_fit
 
-    from .sweep import cost_words, design_candidates, ladder_runs, runs_toml
+    from .sweep import cost_words, design_candidates, ladder_levels, ladder_runs, runs_toml
 
     cand = design_candidates(widths=widths, depth=depth)
     if next_results is not None:
@@ -187,8 +187,10 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
             raise InputError(f"--probe-budget: {flops:.3g} FLOPs buys no candidate run (the cheapest costs "
                              f"{(cand['fpt'] * cand['D']).min():.3g} FLOPs)")
         # the default ladder at the same cost, scored the same way
-        levels = _ladder_levels(res.cost, widths, depth)
-        lad = ladder_runs(levels, widths=widths, depth=depth)
+        try:
+            lad = ladder_runs(ladder_levels(res.cost, widths=widths, depth=depth), widths=widths, depth=depth)
+        except InputError:  # no ladder fits that cost: nothing to compare with
+            lad = []
         rows = pd.DataFrame([{"width": r["width"], "N": float(cand.loc[cand["width"] == r["width"], "N"].iloc[0]),
                               "D": float(t), "group": r["width"],
                               "fpt": float(cand.loc[cand["width"] == r["width"], "fpt"].iloc[0])}
@@ -202,22 +204,6 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     for r in res.runs.itertuples():
         runs.setdefault(int(r.width), []).append(int(r.D))
     return runs_toml(runs, header="\n".join([head, cost_words(res.cost), res.report()]), depth=depth)
-
-
-def _ladder_levels(cost: float, widths, depth: int, n_levels: int = 4, ratio: float = 2.0) -> list:
-    """Levels of the default ladder whose runs cost ``cost`` FLOPs (bisection on the top level)."""
-    import math
-
-    from .sweep import ladder_runs
-
-    lo, hi = math.log(cost) - 30, math.log(cost) + 5
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        top = math.exp(mid)
-        c = sum(r["cost"] for r in ladder_runs([top / ratio**i for i in range(n_levels)], widths=widths, depth=depth))
-        lo, hi = (mid, hi) if c <= cost else (lo, mid)
-    top = math.exp(lo)
-    return [top / ratio**i for i in range(n_levels)]
 
 
 if __name__ == "__main__":  # pragma: no cover

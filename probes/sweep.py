@@ -475,10 +475,10 @@ def runs_toml(runs: dict, header: str = "", warmup_steps: int = 32, lr: float = 
     return "\n".join(lines)
 
 
-def design_grid(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: int = 4, ratio: float = 2.0,
-                seq_len: int = 128, batch_size: int = 8, base: dict | None = None) -> str:
-    """An isoFLOP ladder (TOML) of ``n_budgets`` compute levels ``ratio`` apart whose runs cost
-    ``budget`` FLOPs in all (see :func:`ladder_runs`): the top level is solved for by bisection."""
+def ladder_levels(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: int = 4, ratio: float = 2.0,
+                  seq_len: int = 128, batch_size: int = 8) -> list[float]:
+    """The ``n_budgets`` compute levels, ``ratio`` apart, of the isoFLOP ladder whose runs (see
+    :func:`ladder_runs`) cost ``budget`` FLOPs in all: the top level is solved for by bisection."""
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise InputError(f"budget: must be a finite positive number of FLOPs; got {budget!r}")
     kw = dict(widths=widths, depth=depth, seq_len=seq_len, batch_size=batch_size)
@@ -498,13 +498,20 @@ def design_grid(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: 
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if cost(math.exp(mid)) <= budget else (lo, mid)
-    top = math.exp(lo)
-    if not ladder_runs(levels(top), **kw):
+    if not ladder_runs(levels(math.exp(lo)), **kw):
         raise InputError(f"budget: {budget:.3g} FLOPs leaves no run with at least one training step "
                          f"(one step of the smallest probe costs {one_step:.3g} FLOPs)")
-    total = sum(r["cost"] for r in ladder_runs(levels(top), **kw))
+    return levels(math.exp(lo))
+
+
+def design_grid(budget: float, widths=LADDER_WIDTHS, depth: int = 2, n_budgets: int = 4, ratio: float = 2.0,
+                seq_len: int = 128, batch_size: int = 8, base: dict | None = None) -> str:
+    """An isoFLOP ladder (TOML) whose runs cost ``budget`` FLOPs in all (:func:`ladder_levels`)."""
+    kw = dict(widths=widths, depth=depth, seq_len=seq_len, batch_size=batch_size)
+    levels = ladder_levels(budget, n_budgets=n_budgets, ratio=ratio, **kw)
+    total = sum(r["cost"] for r in ladder_runs(levels, **kw))
     header = "\n".join([*(f"{k} = {v}" for k, v in (base or {}).items()), cost_words(total)])
-    return ladder_toml(levels(top), header=header, **kw)
+    return ladder_toml(levels, header=header, **kw)
 
 
 # training FLOP/s of CPU probes on this repository's 2-core machine, end to end: the default
