@@ -52,8 +52,8 @@ class FormComparison:
         show = self.table.copy()
         for c in ("mean_abs_rel_error", "worst_abs_rel_error", "n_opt_abs_rel_error", "coverage"):
             show[c] = show[c].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2%}")
-        return "\n".join(["Form selection by extrapolation backtest (rolling origins in compute and in model "
-                          "size; 90% prediction-interval coverage)", show.to_string(), "", f"chosen: {self.reason}"])
+        return "\n".join(["Form selection by extrapolation backtest (rolling origins in compute, model size and "
+                          "tokens; 90% prediction-interval coverage)", show.to_string(), "", f"chosen: {self.reason}"])
 
     def __str__(self) -> str:
         return self.report()

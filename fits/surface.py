@@ -404,7 +404,7 @@ class LossSurfaceFit:
             show = self.selection.drop(columns=["note"]).copy()
             for c in ("mean_abs_rel_error", "worst_abs_rel_error", "n_opt_abs_rel_error", "coverage", "weight"):
                 show[c] = show[c].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2%}")
-            lines += ["", "Form chosen by extrapolation backtest (rolling origins in compute and size):",
+            lines += ["", "Form chosen by extrapolation backtest (rolling origins in compute, size and tokens):",
                       show.to_string(), f"  chosen: {self.selection_reason}"]
         bt = self.trust.get("backtest")
         if bt:
