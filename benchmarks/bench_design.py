@@ -37,6 +37,7 @@ SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results"
 LAW = get_form("chinchilla")
 SIGMA = 0.01
+DESIGN = {"cost_power": 1.0}  # options of every design_runs call (--cost-power)
 
 
 def _rows(cand, design) -> list[int]:
@@ -67,7 +68,7 @@ def _score(table, truth, target, seed):
 
 
 def _sequential(prior, cand, target, budget, truth, rng, seed):
-    first = design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA)
+    first = design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA, **DESIGN)
     idx = _rows(cand, first)
     table = _simulate(cand, idx, truth, rng, seed)
     while run_cost(cand.loc[idx]) < budget * 0.98:
@@ -76,14 +77,14 @@ def _sequential(prior, cand, target, budget, truth, rng, seed):
                                    seed=seed)
         except ValueError:  # too few runs to fit yet: the rest of the budget goes to the one-shot design
             rest = design_runs(prior, cand.drop(index=idx), target, budget=budget - run_cost(cand.loc[idx]),
-                               noise=SIGMA, existing=cand.loc[idx, ["group", "D", "fpt"]])
+                               noise=SIGMA, existing=cand.loc[idx, ["group", "D", "fpt"]], **DESIGN)
             more = _rows(cand, rest)
             idx += more
             table = pd.concat([table, _simulate(cand, more, truth, rng, seed)], ignore_index=True)
             break
         existing = cand.loc[idx, ["group", "D", "fpt"]]
         pool = cand.drop(index=idx)
-        nxt = design_runs(fit, pool, target, k=4, noise=SIGMA, prior_scale=1.0, existing=existing)
+        nxt = design_runs(fit, pool, target, k=4, noise=SIGMA, prior_scale=1.0, existing=existing, **DESIGN)
         picked = [i for i in _rows(pool, nxt) if run_cost(cand.loc[idx + [i]]) <= budget]  # labels of cand
         if not picked:
             break
@@ -95,8 +96,8 @@ def _sequential(prior, cand, target, budget, truth, rng, seed):
 def simulation(name, prior, cand, target, budget, draws, seed=0):
     rng = np.random.default_rng(seed)
     cand = cand.reset_index(drop=True)
-    opt = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA))
-    opt3 = _rows(cand, design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA))
+    opt = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **DESIGN))
+    opt3 = _rows(cand, design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA, **DESIGN))
     grid = isoflop_baseline(cand, budget)
     boot = prior.bootstrap_params
     rows = []
@@ -147,7 +148,7 @@ def replay(path, label, frac=0.1, seeds=20):
         rows.append({"setting": f"replay {label}", "design": design, "draw": seed, "runs": len(idx),
                      "cost": run_cost(cand.loc[idx]), "err": float(err.mean())})
 
-    score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA)), "optimal", 0)
+    score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **DESIGN)), "optimal", 0)
     grid = isoflop_baseline(cand, budget)
     score(grid, "default isoFLOP grid", 0)
     rng = np.random.default_rng(0)
@@ -162,11 +163,7 @@ def main():
     ap.add_argument("--cost-power", type=float, default=1.0,
                     help="greedy score = variance removed / cost^p (1: per FLOP; 0: cost only as a limit)")
     args = ap.parse_args()
-    global design_runs
-    if args.cost_power != 1.0:
-        import functools
-
-        design_runs = functools.partial(design_runs, cost_power=args.cost_power)
+    DESIGN["cost_power"] = args.cost_power
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     rows = []
@@ -193,7 +190,7 @@ def main():
     import time as _t
 
     t1 = _t.perf_counter()
-    design_runs(load_preset("besiroglu2024"), chin, 1e23, budget=1e20, noise=SIGMA)
+    design_runs(load_preset("besiroglu2024"), chin, 1e23, budget=1e20, noise=SIGMA, **DESIGN)
     out["design_seconds_192_candidates"] = _t.perf_counter() - t1
     (OUT / "design.json").write_text(json.dumps(out, indent=1, default=float))
     _plot(summary)

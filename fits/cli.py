@@ -48,8 +48,10 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
     from . import backtest, fit_loss_surface, isoflop_analysis
     from ._data import surface_data
 
-    if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
-        raise InputError(f"--report: the file must end in .html or .md; got {report!r}")
+    if report:
+        from .report import check_report_path
+
+        check_report_path(report)
     if out and Path(out).suffix.lower() != ".json":
         raise InputError(f"--out: the fit is written as JSON; give a .json path, not {out!r}")
     for option, path in (("--out", out), ("--plot", plot), ("--report", report)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Report", "build_fit_report", "figure_data", "figure_isoflop", "law_sections", "png_bytes", "fmt", "table"]
+__all__ = ["Report", "build_fit_report", "check_report_path", "figure_data", "figure_isoflop", "law_sections", "png_bytes", "fmt", "table"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1060px;margin:0 auto;padding:12px 18px;
@@ -60,17 +60,24 @@ class Report:
         """Write ``path`` (.html or .md; Markdown puts its plots beside it as <stem>_<name>.png),
         atomically, file by file; returns the paths written."""
         from ._io import atomic_write_bytes, atomic_write_text
-        from .errors import InputError
 
-        path = Path(path)
-        if path.suffix.lower() not in (".html", ".htm", ".md"):
-            raise InputError(f"--report: the file must end in .html or .md; got {str(path)!r}")
+        path = check_report_path(path)
         if path.suffix.lower() == ".md":
             written = []
             for name, png in self.figures.items():
                 written.append(atomic_write_bytes(path.with_name(f"{path.stem}_{name}.png"), png))
             return written + [atomic_write_text(path, self.markdown(path.stem))]
         return [atomic_write_text(path, self.html())]
+
+
+def check_report_path(path) -> Path:
+    """The report's path, or InputError unless it ends in .html/.htm (self-contained) or .md."""
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm", ".md"):
+        from .errors import InputError
+
+        raise InputError(f"--report: the file must end in .html or .md; got {str(path)!r}")
+    return path
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -74,11 +74,12 @@ class FormComparison:
         return ax
 
 
-def extrapolation_folds(frame: pd.DataFrame, max_folds: int = 3, axes=("compute", "size", "tokens")):
+def extrapolation_folds(frame: pd.DataFrame, max_folds: int = 3, axes=("compute", "size", "tokens"),
+                        first_compute: int = 2):
     """Rolling origins along each axis: (axis, label, train mask, test mask) for the largest
     ``max_folds`` levels of compute budget, model size and token count (levels as
     :func:`fits.budget_groups` labels them), each fitted on the levels below it. An axis needs
-    five levels (two for compute, as a budget step is the basic extrapolation)."""
+    five levels (``first_compute`` + 1 for compute: a budget step is the basic extrapolation)."""
     out = []
     levels = {"compute": budget_groups(budget_of(frame)), "size": budget_groups(frame["N"].to_numpy(), 0.05),
               "tokens": budget_groups(frame["D"].to_numpy(), 0.05)}
@@ -86,7 +87,7 @@ def extrapolation_folds(frame: pd.DataFrame, max_folds: int = 3, axes=("compute"
     for axis in axes:
         g = levels[axis]
         top = int(g.max())
-        first = 2 if axis == "compute" else 4
+        first = first_compute if axis == "compute" else 4
         for k in range(max(first, top - max_folds + 1), top + 1):
             test = g == k
             mid = float(np.exp(np.log(frame[col[axis]][test]).mean()))

@@ -1046,8 +1046,7 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, ma
     number of backtests)."""
     from .selection import extrapolation_folds
 
-    n_groups = int(groups.max()) + 1
-    masks = [(groups < g, groups == g) for g in range(max(3, n_groups - max_holdouts), n_groups)]
+    masks = [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_holdouts, axes=("compute",), first_compute=3)]
     masks += [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_axis_holdouts, axes=("size", "tokens"))]
     scores = []
     for tr, te in masks:

@@ -137,32 +137,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _render_plot(plans) -> bytes:
-    """Loss, N and D against budget, as PNG bytes (written with the other outputs at the end)."""
-    from fits._plot import pyplot
-
-    from .report import png_bytes
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    C = [p.budget.flops for p in plans]
-    axes[0].plot(C, [p.loss for p in plans], "o-")
-    if all(p.loss_low is not None for p in plans):
-        axes[0].fill_between(C, [p.loss_low for p in plans], [p.loss_high for p in plans], alpha=0.2,
-                             label=plans[0].loss_interval.split(",")[0])
-        axes[0].legend(fontsize="small")
-    axes[0].set_ylabel("predicted loss")
-    axes[1].loglog(C, [p.params for p in plans], "o-", color="C1")
-    axes[1].set_ylabel("parameters N")
-    axes[2].loglog(C, [p.tokens for p in plans], "o-", color="C2")
-    axes[2].set_ylabel("tokens D")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("budget (training FLOPs)")
-    fig.tight_layout()
-    return png_bytes(fig)
-
-
 def _fit_results(path):
     """Fit a results CSV on the fly: N from params (a probe export's non-embedding count, which
     predicted the validation runs at least as well as the total count; see
@@ -253,8 +227,10 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         fail("--preset/--fit/--results: give at most one source of the law")
     if not 0 < level < 1:
         fail(f"--level: must be strictly between 0 and 1; got {level}")
-    if report and Path(report).suffix.lower() not in (".html", ".htm", ".md"):
-        fail(f"--report: the file must end in .html or .md; got {report!r}")
+    if report:
+        from fits.report import check_report_path
+
+        check_report_path(report)
     for option, path in (("--out", out), ("--plot", plot), ("--report", report), ("--emit-grid", emit_grid)):
         check_writable(option, path)
     if emit_isoflop and not emit_grid:
@@ -281,7 +257,9 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
-    png = _render_plot(plans) if plot else None
+    if plot:
+        from .report import figure_sweep
+    png = figure_sweep(plans) if plot else None
     page = None
     if report:
         from .report import build_report

@@ -13,7 +13,7 @@ import html
 
 from fits.report import Report, figure_data, fmt, law_sections, png_bytes, table
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "figure_sweep"]
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -54,29 +54,29 @@ def _fig_batch(plan):
     return png_bytes(fig)
 
 
-def _fig_sweep(plans):
+def figure_sweep(plans) -> bytes:
+    """Loss, N and D against budget with their intervals, as PNG bytes (``plan --plot`` and the
+    report's budget sweep)."""
     from fits._plot import pyplot
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.3))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     C = [p.budget.flops for p in plans]
-    axes[0].plot(C, [p.loss for p in plans], "o-")
-    if all(p.loss_low is not None for p in plans):
-        axes[0].fill_between(C, [p.loss_low for p in plans], [p.loss_high for p in plans], alpha=0.2,
-                             label="90% interval")
-        axes[0].legend(fontsize="x-small")
-    axes[0].set_ylabel("predicted loss")
-    axes[1].loglog(C, [p.params for p in plans], "o-", color="C1", label="N_opt")
-    if all("params_low" in p.intervals for p in plans):
-        axes[1].fill_between(C, [p.intervals["params_low"] for p in plans],
-                             [p.intervals["params_high"] for p in plans], color="C1", alpha=0.2,
-                             label="90% interval")
-    axes[1].set_ylabel("parameters N_opt")
-    axes[1].legend(fontsize="x-small")
-    for ax in axes:
+    for ax, (key, label, color) in zip(axes, (("loss", "predicted loss", "C0"), ("params", "parameters N", "C1"),
+                                              ("tokens", "tokens D", "C2"))):
+        ax.plot(C, [getattr(p, key) for p in plans], "o-", color=color)
+        low = [p.loss_low if key == "loss" else p.intervals.get(f"{key}_low") for p in plans]
+        high = [p.loss_high if key == "loss" else p.intervals.get(f"{key}_high") for p in plans]
+        if all(v is not None for v in low + high):
+            ax.fill_between(C, low, high, color=color, alpha=0.2,
+                            label=plans[0].loss_interval.split(",")[0] if key == "loss" else "90% interval")
+            ax.legend(fontsize="x-small")
+        ax.set_ylabel(label)
         ax.set_xscale("log")
+        if key != "loss":
+            ax.set_yscale("log")
         ax.set_xlabel("budget (training FLOPs)")
-    fig.suptitle("Budget sweep", fontsize="small")
+    fig.tight_layout()
     return png_bytes(fig)
 
 
@@ -184,7 +184,7 @@ def build_report(plans, fit, data=None) -> Report:
         msg = "No critical-batch estimate for this law's loss unit: " + head.sources.get("batch_crit", "")
         sections.append(("Batch trade-off", f"<p class=\"muted\">{html.escape(msg)}</p>", msg))
     if sweep:
-        figures["sweep"] = _fig_sweep(main_plans)
+        figures["sweep"] = figure_sweep(main_plans)
         srows = [(fmt(p.budget.flops, ".3g"), fmt(p.params, ".3g"), fmt(p.tokens, ".3g"), fmt(p.loss),
                   "-" if p.loss_low is None else f"{p.loss_low:.4g} - {p.loss_high:.4g}") for p in main_plans]
         h = ["budget", "N", "D", "loss", "90% interval"]

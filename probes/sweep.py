@@ -30,6 +30,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from fits.errors import InputError
 
 from .config import DataConfig, ModelConfig, ProbeConfig, TrainConfig
 
-if False:  # typing only
+if TYPE_CHECKING:
     import pandas as pd  # noqa: F401
 
 if sys.version_info >= (3, 11):
