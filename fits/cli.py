@@ -138,22 +138,27 @@ def verify_main(fit_json, realised, n, d, loss, level, out):
 @click.option("--lr", default="lr", show_default=True, help="Column of learning rates.")
 @click.option("--batch", default="batch_tokens", show_default=True, help="Column of batch sizes in tokens.")
 @click.option("--loss", default="val_loss", show_default=True, help="Column of losses.")
+@click.option("--wd", default="weight_decay", show_default=True, help="Column of AdamW weight decays.")
+@click.option("--method", type=click.Choice(["joint", "cells"]), default="joint", show_default=True,
+              help="joint: every run near each cell's optimum fitted at once; cells: a quadratic per cell, "
+                   "then power laws through the cell optima.")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the laws as JSON (plan --hparams reads it).")
 @guarded
-def hparams_main(sweep, n, d, lr, batch, loss, bootstrap, seed, out):
+def hparams_main(sweep, n, d, lr, batch, loss, wd, method, bootstrap, seed, out):
     """Fit every hyperparameter law SWEEP (an lr x batch sweep, e.g. a probe export) supports:
-    lr_opt(N, D) = k N^a_N D^a_D (the D exponent is the horizon law), B_opt(D), and B_crit(D) from
-    steps-to-target rows; say which could not be fitted, and why. `plan --hparams` uses each law
-    only within one decade of its data."""
+    lr_opt(N, D) = k N^a_N D^a_D (the D exponent is the horizon law), B_opt(D), the AdamW timescale
+    (an lr x weight-decay sweep) and B_crit(D) from steps-to-target rows; say which could not be
+    fitted, and why. `plan --hparams` uses each law only within one decade of its data."""
     from .hparams import fit_hyperparameters
 
     if out and Path(out).suffix.lower() != ".json":
         raise InputError(f"--out: the laws are written as JSON; give a .json path, not {out!r}")
     check_writable("--out", out)
-    hp = fit_hyperparameters(sweep, n=n, d=d, lr=lr, batch=batch, loss=loss, bootstrap=bootstrap, seed=seed)
+    hp = fit_hyperparameters(sweep, n=n, d=d, lr=lr, batch=batch, loss=loss, wd=wd, method=method,
+                             bootstrap=bootstrap, seed=seed)
     click.echo(hp.report())
     if out:
         hp.to_json(out)

@@ -26,6 +26,7 @@ from ._io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
 
 __all__ = ["HyperparameterFit", "fit_hyperparameters", "load_hparams", "critical_batch", "critical_batch_law",
+           "lr_horizon_backtest", "fit_weight_decay", "WeightDecayFit",
            "noise_scale_batch", "deepseek_prior", "step_law_prior"]
 
 SCHEMA = "scaling-planner/hyperparameter-fit"
@@ -160,6 +161,94 @@ def _laws(cells: pd.DataFrame) -> dict:
     return {"lr": lr, "batch": b_d, "batch_with_N": b_nd}
 
 
+JOINT_WINDOW = 2  # grid steps (at least a factor 3) either side of a cell's best run, in lr and batch, read by the joint fit
+
+
+def _local_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's runs within ``JOINT_WINDOW`` grid steps (and at least a factor 3, for irregular
+    grids) of its best run in lr and in batch, with a ``cell`` index: near the optimum a smooth bowl describes the loss; far up the high-lr wall
+    (divergence, spikes) it does not."""
+    parts = []
+    for k, ((N, D), g) in enumerate(runs.groupby(["N", "D"])):
+        if g["lr"].nunique() < 2:
+            continue
+        best = g.loc[g["loss"].idxmin()]
+        keep = np.ones(len(g), dtype=bool)
+        for col in ("lr", "batch"):
+            x = np.log(g[col].to_numpy())
+            steps = np.diff(np.unique(x))
+            half = max(JOINT_WINDOW * float(np.median(steps)) if len(steps) else 0.0, math.log(3.0))
+            keep &= np.abs(x - math.log(best[col])) <= half + 1e-9
+        parts.append(g[keep].assign(cell=len(parts)))
+    return pd.concat(parts, ignore_index=True)
+
+
+_JOINT_NAMES = ("lr_log_k", "lr_a_N", "lr_a_D", "b_log_k", "b_a_D",
+                "c_lo", "c_hi", "c3_lo", "c3_hi", "c_vv", "c_vvv", "c_uv")
+
+
+def _bowl(p, u, v):
+    """Relative excess loss of a run u = log(lr / lr*), v = log(B / B*) from its cell's optimum:
+    quadratic plus cubic in u, separately on each side (the high-lr side usually rises faster), and
+    quadratic plus cubic in v with an lr x batch tilt. Its minimum is (0, 0) whenever the
+    curvatures are positive, so the optimum stays on the laws."""
+    lo, hi = np.minimum(u, 0.0), np.maximum(u, 0.0)
+    return (p[5] * lo * lo + p[6] * hi * hi - p[7] * lo ** 3 + p[8] * hi ** 3
+            + p[9] * v * v + p[10] * v ** 3 + p[11] * u * v)
+
+
+def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
+    """All runs near every cell's optimum fitted at once:
+
+        loss = L_c (1 + bowl(u, v)),
+        u = log lr - log lr*(N, D),  lr* = exp(lr_log_k) N^lr_a_N D^lr_a_D,
+        v = log B - log B*(D),       B* = exp(b_log_k) D^b_a_D,
+
+    with one level L_c per cell (solved in closed form at every step) and the bowl of
+    :func:`_bowl`, shared by all cells. The optimum of every cell lies on the laws by construction,
+    so cells share the laws' strength instead of each cell's noisy quadratic standing alone.
+    ``free`` names the parameters that vary. Returns the parameters in ``_JOINT_NAMES`` order."""
+    from scipy.optimize import least_squares
+
+    x0 = np.array([start[k] for k in _JOINT_NAMES], float)
+    idx = np.array([i for i, k in enumerate(_JOINT_NAMES) if free.get(k, True)])
+    logN, logD = np.log(local["N"].to_numpy(float)), np.log(local["D"].to_numpy(float))
+    x, y = np.log(local["lr"].to_numpy(float)), np.log(local["batch"].to_numpy(float))
+    loss, cell = local["loss"].to_numpy(float), local["cell"].to_numpy()
+    n_cells = int(cell.max()) + 1
+    lo = {"c_lo": 1e-6, "c_hi": 1e-6, "c3_lo": 0.0, "c3_hi": 0.0, "c_vv": 0.0, "c_vvv": -1.0, "c_uv": -1.0}
+    hi = {"c_lo": 10.0, "c_hi": 10.0, "c3_lo": 10.0, "c3_hi": 10.0, "c_vv": 10.0, "c_vvv": 1.0, "c_uv": 1.0}
+
+    def resid(z):
+        p = x0.copy()
+        p[idx] = z
+        u = x - (p[0] + p[1] * logN + p[2] * logD)
+        v = y - (p[3] + p[4] * logD)
+        g = (1 + _bowl(p, u, v)) / loss
+        level = np.bincount(cell, g, n_cells) / np.maximum(np.bincount(cell, g * g, n_cells), 1e-300)
+        return 1.0 - level[cell] * g
+
+    names = [_JOINT_NAMES[i] for i in idx]
+    bounds = ([lo.get(k, -np.inf) for k in names], [hi.get(k, np.inf) for k in names])
+    z0 = np.clip(x0[idx], np.array(bounds[0]) + 1e-9, np.array(bounds[1]) - 1e-9)
+    res = least_squares(resid, z0, bounds=bounds, x_scale="jac", method="trf")
+    out = x0.copy()
+    out[idx] = res.x
+    return out
+
+
+def _joint_laws(local: pd.DataFrame, two_stage: dict, n_var: bool, d_var: bool, b_var: bool,
+                start: np.ndarray | None = None) -> np.ndarray:
+    lr, b = two_stage["lr"], two_stage["batch"]
+    s = (dict(zip(_JOINT_NAMES, start)) if start is not None else
+         {"lr_log_k": lr["log_k"], "lr_a_N": lr["a_N"], "lr_a_D": lr["a_D"], "b_log_k": b["log_k"],
+          "b_a_D": b["a_D"], "c_lo": 0.02, "c_hi": 0.02, "c3_lo": 0.0, "c3_hi": 0.0,
+          "c_vv": 0.01 if b_var else 0.0, "c_vvv": 0.0, "c_uv": 0.0})
+    free = {"lr_a_N": n_var, "lr_a_D": d_var, "b_a_D": d_var and b_var, "b_log_k": b_var, "c_vv": b_var,
+            "c_vvv": b_var, "c_uv": b_var}
+    return _joint_fit(local, s, free)
+
+
 @dataclass(frozen=True, eq=False)
 class HyperparameterFit:
     """Fitted lr_opt(N, D) and B_opt(D) laws with bootstrap samples, per-cell optima and checks."""
@@ -177,6 +266,10 @@ class HyperparameterFit:
     notes: tuple = ()
     provenance: dict = field(default_factory=dict)
     b_crit_law: dict | None = None
+    method: str = "cells"
+    bowl: dict = field(default_factory=dict)
+    wd_law: dict | None = None
+    unfitted: dict = field(default_factory=dict)
 
     def predict(self, N, D, level: float | None = None) -> pd.DataFrame:
         """lr_opt and batch_opt (tokens) at (N non-embedding params, D tokens), with intervals."""
@@ -201,6 +294,10 @@ class HyperparameterFit:
         src = (f"fitted hyperparameter law ({len(self.cell_optima)} cells, N {r['N_min']:.3g}..{r['N_max']:.3g}, "
                f"D {r['D_min']:.3g}..{r['D_max']:.3g}): lr = exp({self.lr_law['log_k']:.3g}) N^{self.lr_law['a_N']:.3g} "
                f"D^{self.lr_law['a_D']:.3g}")
+        if len(self.samples) and "lr_horizon" not in self.unfitted:
+            a = self.ci().loc["lr_a_D"]
+            src += (f"; scaled to this run's horizon: lr ~ D^{a['value']:.3g} [{a['low']:.3g}, {a['high']:.3g}] "
+                    "(Bjorck et al. 2025)")
         bsrc = f"fitted: B = exp({self.batch_law['log_k']:.3g}) D^{self.batch_law['a_D']:.3g} tokens"
         iv = {k: float(p[k]) for k in ("lr_opt_low", "lr_opt_high", "batch_opt_low", "batch_opt_high") if k in p}
         iv = {k.replace("_opt", ""): v for k, v in iv.items()}
@@ -208,17 +305,30 @@ class HyperparameterFit:
 
     def report(self) -> str:
         lr, b = self.lr_law, self.batch_law
+        how = ("joint fit of every run near each cell's optimum" if self.method == "joint"
+               else "power laws through per-cell quadratic optima")
         lines = [
-            "Hyperparameter laws",
+            f"Hyperparameter laws ({how})",
             f"  lr_opt = exp({lr['log_k']:.4g}) N^{lr['a_N']:.4g} D^{lr['a_D']:.4g}",
-            f"  B_opt  = exp({b['log_k']:.4g}) D^{b['a_D']:.4g} tokens"
-            + ("   (an N term improves the fit: see batch_with_N)" if self.n_term_needed else "   (no N term needed)"),
-            f"  temperature: {self.temperature.get('verdict', 'n/a')}",
         ]
+        if len(self.samples) and "lr_horizon" not in self.unfitted:
+            a = self.ci().loc["lr_a_D"]
+            lines.append(f"  horizon: lr* ~ D^{a['value']:.3g} [{a['low']:.3g}, {a['high']:.3g}] at fixed N "
+                         f"({'longer runs want a smaller lr' if a['high'] < 0 else 'no clear horizon trend'})")
+        if "batch" not in self.unfitted:
+            lines.append(f"  B_opt  = exp({b['log_k']:.4g}) D^{b['a_D']:.4g} tokens"
+                         + ("   (an N term improves the fit: see batch_with_N)" if self.n_term_needed
+                            else "   (no N term needed)"))
+        lines.append(f"  temperature: {self.temperature.get('verdict', 'n/a')}")
         bc = self.b_crit_law
-        lines.append(f"  B_crit = exp({bc['log_k']:.4g}) D^{bc['b']:.4g} tokens (D: tokens to the target at the "
-                     f"smallest batch; b in [{bc['b_low']:.3g}, {bc['b_high']:.3g}], {bc['n_targets']} targets)"
-                     if bc else "  B_crit(D): not fitted (the sweep has no steps-to-target rows at 3+ targets)")
+        if bc:
+            lines.append(f"  B_crit = exp({bc['log_k']:.4g}) D^{bc['b']:.4g} tokens (D: tokens to the target at the "
+                         f"smallest batch; b in [{bc['b_low']:.3g}, {bc['b_high']:.3g}], {bc['n_targets']} targets)")
+        w = self.wd_law
+        if w:
+            lines.append(f"  AdamW timescale tau* = {math.exp(w['log_k']):.3g} (D/N)^{w['p']:.3g} of the run "
+                         f"({w['n_cells']} cells, D/N {w['tpp_min']:.3g}..{w['tpp_max']:.3g}): wd = B / (lr tau* D)")
+        lines += [f"  not fitted: {k}: {why}" for k, why in self.unfitted.items()]
         if len(self.samples):
             ci = self.ci()
             lines.append("  intervals (bootstrap over cells):")
@@ -227,7 +337,7 @@ class HyperparameterFit:
         if len(flagged):
             lines.append(f"  {len(flagged)} cell(s) disagree with a published prior by more than 2x (see .priors)")
         lines += [f"  note: {n}" for n in self.notes]
-        lines += ["", self.cell_optima.drop(columns=[c for c in self.cell_optima.columns if "band" in c])
+        lines += ["", self.cell_optima.drop(columns=[c for c in self.cell_optima.columns if "band" in c or c == "ridge"])
                   .to_string(index=False, float_format=lambda v: f"{v:.4g}")]
         return "\n".join(lines)
 
@@ -263,6 +373,23 @@ class HyperparameterFit:
         ax.legend(fontsize="small")
         return ax
 
+    def plot_horizon(self, ax=None):
+        """Optimal lr against the token horizon D per model size (points: cells; lines: the law):
+        under muP a longer run still wants a smaller lr (Bjorck et al. 2025)."""
+        from ._plot import get_axes
+
+        ax = get_axes(ax)
+        c = self.cell_optima
+        a = self.ci().loc["lr_a_D"]
+        for k, (n, g) in enumerate(c.groupby("N")):
+            ax.scatter(g["D"], g["lr_opt"], color=f"C{k % 10}", label=f"N={n:.3g}")
+            Ds = np.geomspace(g["D"].min() / 1.5, g["D"].max() * 1.5, 20)
+            ax.plot(Ds, self.predict(n, Ds)["lr_opt"], color=f"C{k % 10}", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="training tokens D (horizon)", ylabel="optimal learning rate",
+               title=f"lr* ~ D^{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]")
+        ax.legend(fontsize="small")
+        return ax
+
     def to_dict(self) -> dict:
         return to_jsonable({
             "schema": SCHEMA, "lr_law": self.lr_law, "batch_law": self.batch_law, "batch_with_N": self.batch_with_N,
@@ -270,7 +397,8 @@ class HyperparameterFit:
             .to_dict(orient="list"), "temperature": self.temperature,
             "priors": self.priors.to_dict(orient="list"), "n_term_needed": self.n_term_needed,
             "data_range": self.data_range, "level": self.level, "notes": list(self.notes),
-            "provenance": self.provenance, "b_crit_law": self.b_crit_law})
+            "provenance": self.provenance, "b_crit_law": self.b_crit_law, "method": self.method, "bowl": self.bowl,
+            "wd_law": self.wd_law, "unfitted": self.unfitted})
 
     def to_json(self, path):
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
@@ -287,7 +415,9 @@ def load_hparams(path) -> HyperparameterFit:
             samples=np.asarray(d["samples"], float).reshape(-1, 5), cell_optima=pd.DataFrame(d["cell_optima"]),
             temperature=d.get("temperature", {}), priors=pd.DataFrame(d["priors"]),
             n_term_needed=bool(d["n_term_needed"]), data_range=d["data_range"], level=float(d.get("level", 0.9)),
-            notes=tuple(d.get("notes", ())), provenance=d.get("provenance", {}), b_crit_law=d.get("b_crit_law"))
+            notes=tuple(d.get("notes", ())), provenance=d.get("provenance", {}), b_crit_law=d.get("b_crit_law"),
+            method=d.get("method", "cells"), bowl=d.get("bowl", {}), wd_law=d.get("wd_law"),
+            unfitted=d.get("unfitted", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"hparams: malformed hyperparameter fit {str(path)!r} ({exc})") from None
 
@@ -312,7 +442,7 @@ def _temperature(cells: pd.DataFrame) -> dict:
 
 def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr", batch: str = "batch_tokens",
                         loss: str = "val_loss", bootstrap: int = 200, seed: int = 0,
-                        level: float = 0.9) -> HyperparameterFit:
+                        level: float = 0.9, method: str = "joint", wd: str = "weight_decay") -> HyperparameterFit:
     """Fit learning-rate and batch-size laws to an lr x batch sweep.
 
     Parameters
@@ -335,6 +465,9 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     >>> round(hp.lr_law["a_N"], 3), round(hp.batch_law["a_D"], 3)
     (-0.3, 0.5)
     """
+    if method not in ("joint", "cells"):
+        raise InputError(f"method: must be 'joint' (every run near each cell's optimum fitted at once) or 'cells' "
+                         f"(one quadratic per cell, then power laws through the cell optima); got {method!r}")
     t = read_table(df)
     b_crit_law, b_crit_note = None, None
     if {"target_loss", "step", batch} <= set(t.columns):
@@ -352,6 +485,18 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     if "diverged" in t.columns:
         runs = runs[~t["diverged"].fillna(False).astype(bool).to_numpy()]
     runs = runs[np.isfinite(runs).all(axis=1) & (runs[["N", "D", "lr", "batch", "loss"]] > 0).all(axis=1)]
+    unfitted, wd_law = {}, None
+    if wd in t.columns and pd.to_numeric(t[wd], errors="coerce").nunique() > 1:
+        try:
+            w = fit_weight_decay(t, n=n, d=d, lr=lr, batch=batch, wd=wd, loss=loss)
+            wd_law = {**w.law, "notes": list(w.notes), "cells": w.cells.to_dict(orient="records")}
+        except InputError as exc:
+            unfitted["weight_decay"] = str(exc)
+        # the lr and batch laws read each (lr, batch) at its best weight decay
+        runs = runs.groupby(["N", "D", "lr", "batch"], as_index=False)["loss"].min()
+    else:
+        unfitted["weight_decay"] = (f"the sweep has one weight decay (column {wd!r}); sweep 3+ values at one lr "
+                                    "to fit the AdamW timescale")
     cells = []
     for (N, D), g in runs.groupby(["N", "D"]):
         if g["lr"].nunique() < 2:
@@ -361,16 +506,34 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
         raise InputError(f"df: need at least two (N, D) cells with two or more learning rates each; got {len(cells)}")
     cells = pd.DataFrame(cells)
     laws = _laws(cells)
+    n_var, d_var = cells["N"].nunique() > 1, cells["D"].nunique() > 1
+    b_var = bool(runs.groupby(["N", "D"])["batch"].nunique().max() >= 3)
     rng = np.random.default_rng(seed)
     samples = []
-    for _ in range(bootstrap):
-        pick = cells.iloc[rng.integers(0, len(cells), len(cells))]
-        if pick["D"].nunique() < 2 and cells["D"].nunique() > 1:
-            continue
-        if pick["N"].nunique() < 2 and cells["N"].nunique() > 1:
-            continue
-        lw = _laws(pick)
-        samples.append([lw["lr"]["log_k"], lw["lr"]["a_N"], lw["lr"]["a_D"], lw["batch"]["log_k"], lw["batch"]["a_D"]])
+    if method == "joint":
+        local = _local_runs(runs)
+        theta = _joint_laws(local, laws, n_var, d_var, b_var)
+        laws["lr"] = {**laws["lr"], "log_k": float(theta[0]), "a_N": float(theta[1]), "a_D": float(theta[2])}
+        if b_var:
+            laws["batch"] = {**laws["batch"], "log_k": float(theta[3]), "a_D": float(theta[4])}
+        bowl = dict(zip(_JOINT_NAMES[5:], (float(v) for v in theta[5:])))
+        by_cell = {c: g for c, g in local.groupby("cell")}
+        for _ in range(bootstrap):
+            pick = rng.integers(0, len(by_cell), len(by_cell))
+            sub = pd.concat([by_cell[c].assign(cell=i) for i, c in enumerate(pick)], ignore_index=True)
+            if (d_var and sub["D"].nunique() < 2) or (n_var and sub["N"].nunique() < 2):
+                continue
+            t = _joint_laws(sub, laws, n_var, d_var, b_var, start=theta)
+            samples.append([*t[:3], *(t[3:5] if b_var else (laws["batch"]["log_k"], laws["batch"]["a_D"]))])
+    else:
+        bowl = {}
+        for _ in range(bootstrap):
+            pick = cells.iloc[rng.integers(0, len(cells), len(cells))]
+            if (d_var and pick["D"].nunique() < 2) or (n_var and pick["N"].nunique() < 2):
+                continue
+            lw = _laws(pick)
+            samples.append([lw["lr"]["log_k"], lw["lr"]["a_N"], lw["lr"]["a_D"], lw["batch"]["log_k"],
+                            lw["batch"]["a_D"]])
     samples = np.asarray(samples, float).reshape(-1, 5)
     # an N term is needed when it improves the fit (AIC by > 2) and matters: it moves B_opt by more
     # than 25% across the sampled model sizes
@@ -398,12 +561,173 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
         notes.append(f"{int((cells['method'] == 'best-run').sum())} cell(s) were not a convex bowl; their best run stands in")
     rng_ = {"N_min": float(cells["N"].min()), "N_max": float(cells["N"].max()),
             "D_min": float(cells["D"].min()), "D_max": float(cells["D"].max())}
-    if b_crit_note:
-        notes.append(b_crit_note)
+    if b_crit_law is None:
+        unfitted["b_crit"] = b_crit_note or ("the sweep has no steps-to-target rows (set train.target_losses and "
+                                            "sweep 3+ batch sizes)")
+    if not d_var:
+        unfitted["lr_horizon"] = "a single token count: lr* is not fitted against the horizon D"
+    if not b_var:
+        unfitted["batch"] = "fewer than three batch sizes in every cell: B_opt is not fitted"
     return HyperparameterFit(lr_law=laws["lr"], batch_law=laws["batch"], batch_with_N=laws["batch_with_N"],
                              samples=samples, cell_optima=cells, temperature=_temperature(cells), priors=priors,
                              n_term_needed=n_term, data_range=rng_, level=level, notes=tuple(notes),
-                             b_crit_law=b_crit_law)
+                             b_crit_law=b_crit_law, method=method, bowl=bowl, wd_law=wd_law, unfitted=unfitted)
+
+
+def lr_horizon_backtest(df, n: str = "params", d: str = "tokens", lr: str = "lr", batch: str = "batch_tokens",
+                        loss: str = "val_loss", method: str = "joint", bootstrap: int = 100) -> pd.DataFrame:
+    """Fit the lr law on every horizon but the longest and predict the optimal lr at the longest.
+
+    One row per model size: the optimum measured at the longest horizon (the cell's quadratic),
+    the law's prediction with its interval, the optimum at the longest horizon it was fitted on
+    (what applying the probes' lr at any horizon would give), and both errors in grid steps
+    (the sweep's own lr ratio)."""
+    t = read_table(df)
+    if "final" in t.columns:
+        t = t[t["final"].astype(bool)]
+    if d not in t.columns:
+        raise InputError(f"d: column {d!r} not found; columns are {list(t.columns)}")
+    horizons = np.sort(pd.to_numeric(t[d], errors="coerce").dropna().unique())
+    if len(horizons) < 3:
+        raise InputError(f"df: a horizon backtest needs three or more token horizons; got {len(horizons)}")
+    cols = dict(n=n, d=d, lr=lr, batch=batch, loss=loss)
+    measured = fit_hyperparameters(t, bootstrap=0, method="cells", **cols).cell_optima
+    fit = fit_hyperparameters(t[t[d] < horizons[-1]], bootstrap=bootstrap, method=method, **cols)
+    rows = []
+    for _, cell in measured[measured["D"] == horizons[-1]].iterrows():
+        g = t[(t[n] == cell["N"]) & (t[d] == horizons[-1])]
+        step = float(np.exp(np.median(np.diff(np.log(np.sort(g[lr].unique()))))))
+        p = fit.predict(cell["N"], cell["D"]).iloc[0]
+        shorter = measured[(measured["N"] == cell["N"]) & (measured["D"] == horizons[-2])]["lr_opt"]
+        base = float(shorter.iloc[0]) if len(shorter) else float("nan")
+        rows.append({"N": cell["N"], "D": cell["D"], "lr_measured": cell["lr_opt"], "lr_predicted": p["lr_opt"],
+                     "lr_predicted_low": p.get("lr_opt_low", np.nan), "lr_predicted_high": p.get("lr_opt_high", np.nan),
+                     "lr_shorter_horizon": base, "grid_step": step,
+                     "grid_steps_off": math.log(p["lr_opt"] / cell["lr_opt"]) / math.log(step),
+                     "grid_steps_off_without_horizon": math.log(base / cell["lr_opt"]) / math.log(step),
+                     "a_D": fit.lr_law["a_D"], "fitted_on": f"D {horizons[0]:.3g}..{horizons[-2]:.3g}"})
+    return pd.DataFrame(rows)
+
+
+# --- weight decay through the AdamW timescale ---------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class WeightDecayFit:
+    """The optimal AdamW timescale tau_epoch = B / (lr wd D), the fraction of the run over which
+    AdamW's weights average their updates (Wang & Aitchison 2025), per (N, D) cell and as a law
+    tau* = k (D/N)^p in tokens per parameter (Bergsma et al. 2025), or a constant when the sweep
+    has one tokens-per-parameter ratio. ``weight_decay`` turns it back into wd for a plan."""
+
+    law: dict
+    cells: pd.DataFrame
+    per_lr: pd.DataFrame
+    runs: pd.DataFrame
+    notes: tuple = ()
+
+    def tau(self, N, D):
+        tpp = np.asarray(D, float) / np.asarray(N, float)
+        return np.exp(self.law["log_k"]) * tpp ** self.law["p"]
+
+    def weight_decay(self, lr, batch, N, D):
+        """wd that puts the run at the optimal timescale: wd = B / (lr tau* D)."""
+        return np.asarray(batch, float) / (np.asarray(lr, float) * self.tau(N, D) * np.asarray(D, float))
+
+    def report(self) -> str:
+        lw = self.law
+        head = (f"AdamW timescale: tau* = {np.exp(lw['log_k']):.3g} (D/N)^{lw['p']:.3g} of the run"
+                if lw["p"] != 0 else f"AdamW timescale: tau* = {np.exp(lw['log_k']):.3g} of the run (constant)")
+        lines = [head, f"  from {lw['n_cells']} cell(s), tokens per parameter {lw['tpp_min']:.3g}..{lw['tpp_max']:.3g}"]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += ["", self.cells.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def plot(self, ax=None):
+        """Final loss against tau_epoch, one line per (horizon, lr); the optimum per cell marked."""
+        from ._plot import get_axes
+
+        ax = get_axes(ax)
+        r = self.runs[np.isfinite(self.runs["tau"])]
+        for k, ((D, lr_), g) in enumerate(r.groupby(["D", "lr"])):
+            g = g.sort_values("tau")
+            ax.plot(g["tau"], g["loss"], marker="o", ms=3, lw=1, color=f"C{k % 10}", label=f"D={D:.3g}, lr={lr_:.3g}")
+        for _, c in self.cells.iterrows():
+            ax.axvline(c["tau_opt"], color="k", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="AdamW timescale tau_epoch = B / (lr wd D)", ylabel="final loss",
+               title="weight decay as a timescale (dotted: optimum per cell)")
+        ax.legend(fontsize="x-small", ncol=2)
+        return ax
+
+    def to_dict(self) -> dict:
+        return to_jsonable({"law": self.law, "cells": self.cells.to_dict(orient="records"),
+                            "per_lr": self.per_lr.to_dict(orient="records"), "notes": list(self.notes)})
+
+
+def fit_weight_decay(df, n: str = "params", d: str = "tokens", lr: str = "lr", batch: str = "batch_tokens",
+                     wd: str = "weight_decay", loss: str = "val_loss") -> WeightDecayFit:
+    """Optimal AdamW timescale from an lr x weight-decay sweep (one or more horizons and sizes).
+
+    Per (N, D, lr) the loss is a parabola in log tau_epoch through the best run and its neighbours;
+    the cell's optimum is taken at its best lr. Wang & Aitchison's claim that the optimum is a
+    timescale (not a wd) shows as tau* varying little across lrs within a cell (``per_lr``).
+
+    >>> rows = [(1e7, D, lr, 1e6, w, 3 + 0.01 * np.log(1e6 / (lr * w * D) / 0.3) ** 2)
+    ...         for D in (1e9, 4e9) for lr in (1e-3, 2e-3) for w in (0.3, 1.0, 3.0, 10.0, 30.0)]
+    >>> f = fit_weight_decay(pd.DataFrame(rows, columns=["params", "tokens", "lr", "batch_tokens",
+    ...                                                  "weight_decay", "val_loss"]))
+    >>> round(float(f.tau(1e6, 1e8)), 2)
+    0.3
+    """
+    from .transfer import parabola_optimum
+
+    t = read_table(df)
+    if "final" in t.columns:
+        t = t[t["final"].astype(bool)]
+    for name, col in (("n", n), ("d", d), ("lr", lr), ("batch", batch), ("wd", wd), ("loss", loss)):
+        if col not in t.columns:
+            raise InputError(f"{name}: column {col!r} not found; columns are {list(t.columns)}")
+    r = pd.DataFrame({k: pd.to_numeric(t[c], errors="coerce") for k, c in
+                      (("N", n), ("D", d), ("lr", lr), ("batch", batch), ("wd", wd), ("loss", loss))})
+    if "diverged" in t.columns:
+        r = r[~t["diverged"].fillna(False).astype(bool).to_numpy()]
+    r = r[np.isfinite(r).all(axis=1)]
+    r = r.assign(tau=np.where(r["wd"] > 0, r["batch"] / (r["lr"] * r["wd"] * r["D"]), np.inf))
+    per_lr, cells, notes = [], [], []
+    for (N, D), g in r.groupby(["N", "D"]):
+        rows = []
+        for lr_, gl in g[np.isfinite(g["tau"])].groupby("lr"):
+            if gl["tau"].nunique() < 3:
+                continue
+            x, best, how = parabola_optimum(np.log(gl["tau"].to_numpy()), gl["loss"].to_numpy())
+            no_wd = g[(g["lr"] == lr_) & ~np.isfinite(g["tau"])]["loss"]
+            rows.append({"N": N, "D": D, "lr": lr_, "tau_opt": math.exp(x), "loss_opt": best, "method": how,
+                         "at_edge": bool(math.exp(x) in (gl["tau"].min(), gl["tau"].max())),
+                         "gain_vs_no_wd": float(no_wd.mean() / best - 1) if len(no_wd) else float("nan")})
+        if not rows:
+            continue
+        per_lr += rows
+        b = min(rows, key=lambda q: q["loss_opt"])
+        taus = [q["tau_opt"] for q in rows]
+        cells.append({**b, "tpp": D / N, "tau_spread_across_lr": float(max(taus) / min(taus)),
+                      "n_lr": len(rows)})
+    if not cells:
+        raise InputError(f"df: need a cell with three or more positive weight decays at one lr; "
+                         f"the {wd!r} column has {r['wd'].nunique()} distinct value(s)")
+    cells, per_lr = pd.DataFrame(cells), pd.DataFrame(per_lr)
+    x, y = np.log(cells["tpp"].to_numpy()), np.log(cells["tau_opt"].to_numpy())
+    if len(cells) >= 2 and np.ptp(x) > math.log(1.5):
+        p, log_k = np.polyfit(x, y, 1)
+    else:
+        p, log_k = 0.0, float(np.mean(y))
+        notes.append("one tokens-per-parameter ratio: tau* held constant (Wang & Aitchison 2025)")
+    if cells["at_edge"].any():
+        notes.append(f"the best timescale sits on the edge of the wd grid in {int(cells['at_edge'].sum())} cell(s): "
+                     "extend the grid there")
+    law = {"log_k": float(log_k), "p": float(p), "n_cells": len(cells), "tpp_min": float(cells["tpp"].min()),
+           "tpp_max": float(cells["tpp"].max())}
+    return WeightDecayFit(law=law, cells=cells, per_lr=per_lr, runs=r, notes=tuple(notes))
 
 
 # --- critical batch size ----------------------------------------------------------------------

@@ -87,7 +87,7 @@ def _card(plan) -> str:
                      f"readout {e['lr_readout']:.3g} with logits x {e['logit_multiplier']:.3g}")
     lines += [
         f"  schedule            {plan.schedule.split(' (')[0]}",
-        f"  weight decay        {plan.weight_decay}",
+        f"  weight decay        {plan.weight_decay:.3g}",
     ]
     for k in ("unique_tokens", "epochs", "effective_tokens", "repetition_risk"):
         if k in plan.extra:

@@ -175,17 +175,7 @@ def _hyperparameters(hparams, shape: ModelShape, params: float, tokens: float, f
                else f"the probes' own lr {lr:g}")
         return float(lr), float(bs * shape.seq_len), src, f"the probes' own batch ({bs} sequences)", {}, []
     if hasattr(hparams, "predict_point"):  # a fitted hyperparameter law (fits.hparams)
-        r = hparams.data_range
-        n_ne = shape.non_embedding_params
-        far = max(_beyond(n_ne, r["N_min"], r["N_max"]), _beyond(tokens, r["D_min"], r["D_max"]))
-        if far > HPARAM_LAW_MAX_DECADES:
-            lr, b, lsrc, bsrc, iv = _prior(shape, tokens)
-            why = (f"warning: the fitted lr/batch law covers N {r['N_min']:.3g}..{r['N_max']:.3g}, D "
-                   f"{r['D_min']:.3g}..{r['D_max']:.3g}; this plan (N {n_ne:.3g} non-embedding, D {tokens:.3g}) "
-                   f"lies {far:.1f} decades beyond (limit {HPARAM_LAW_MAX_DECADES:g}), so lr and batch come from the "
-                   "published prior instead")
-            return lr, b, lsrc, bsrc, iv, [why]
-        return (*hparams.predict_point(n_ne, tokens), [])
+        return _fitted_hyperparameters(hparams, shape, tokens)
     if hparams == "deepseek2024":
         return (*_prior(shape, tokens), [])
     if hparams == "steplaw2025":
@@ -194,6 +184,53 @@ def _hyperparameters(hparams, shape: ModelShape, params: float, tokens: float, f
                 src, src, {}, [])
     raise InputError(f"hparams: must be one of {sorted(rules.HPARAM_RULES) + ['probes']} or a fitted law; "
                      f"got {hparams!r}")
+
+
+def _fitted_hyperparameters(hp, shape: ModelShape, tokens: float):
+    """Each fitted law inside its valid range (``HPARAM_LAW_MAX_DECADES`` beyond its data: N and D
+    for lr, D for the batch); outside it, or where the sweep could not fit it, the published prior,
+    flagged."""
+    r = hp.data_range
+    n_ne = shape.non_embedding_params
+    lr, b, lsrc, bsrc, iv = hp.predict_point(n_ne, tokens)
+    lr_p, b_p, src_p, _, _ = _prior(shape, tokens)
+    risks = []
+    far_lr = max(_beyond(n_ne, r["N_min"], r["N_max"]), _beyond(tokens, r["D_min"], r["D_max"]))
+    if far_lr > HPARAM_LAW_MAX_DECADES:
+        lr, lsrc = lr_p, src_p
+        iv = {k: v for k, v in iv.items() if not k.startswith("lr")}
+        risks.append(f"warning: the fitted lr law covers N {r['N_min']:.3g}..{r['N_max']:.3g}, D {r['D_min']:.3g}.."
+                     f"{r['D_max']:.3g}; this plan (N {n_ne:.3g} non-embedding, D {tokens:.3g}) lies {far_lr:.1f} "
+                     f"decades beyond (limit {HPARAM_LAW_MAX_DECADES:g}), so the lr comes from the published prior")
+    far_b = _beyond(tokens, r["D_min"], r["D_max"])
+    why_b = (hp.unfitted.get("batch") if "batch" in hp.unfitted else
+             f"this plan's D {tokens:.3g} lies {far_b:.1f} decades beyond the fitted batch law's D "
+             f"{r['D_min']:.3g}..{r['D_max']:.3g}" if far_b > HPARAM_LAW_MAX_DECADES else None)
+    if why_b:
+        b, bsrc = b_p, src_p
+        iv = {k: v for k, v in iv.items() if not k.startswith("batch")}
+        risks.append(f"note: batch from the published prior: {why_b}")
+    return lr, b, lsrc, bsrc, iv, risks
+
+
+def _weight_decay(hparams, lr: float, batch_tokens: int, params: float, tokens: float, family: dict | None):
+    """(wd, source): the probes' own wd; a fitted AdamW-timescale law inside its tokens-per-parameter
+    range (one decade either side); else the prior timescale. Either timescale sets wd from this
+    plan's lr, batch and tokens: wd = B / (lr tau D)."""
+    if hparams == "probes":
+        return float((family or {}).get("weight_decay", 0.0) or 0.0), "the probes' own weight decay"
+    law = getattr(hparams, "wd_law", None)
+    tpp = tokens / params
+    if law and law["tpp_min"] / 10 <= tpp <= law["tpp_max"] * 10:
+        tau = math.exp(law["log_k"]) * tpp ** law["p"]
+        src = (f"fitted AdamW timescale tau* = {math.exp(law['log_k']):.3g} (D/N)^{law['p']:.3g} = {tau:.3g} of the "
+               f"run at D/N {tpp:.3g} (fitted on D/N {law['tpp_min']:.3g}..{law['tpp_max']:.3g})")
+    else:
+        tau, src = rules.TAU_PRIOR, rules.TAU_SOURCE
+        if law:
+            src += f" (the fitted timescale law covers D/N {law['tpp_min']:.3g}..{law['tpp_max']:.3g}, not {tpp:.3g})"
+    wd = float(f"{rules.weight_decay_for(lr, batch_tokens, tokens, tau):.3g}")  # three figures: a setting, not a fit
+    return wd, f"wd = B / (lr tau D) with {src}"
 
 
 def _group_lrs(lr: float, shape: ModelShape, family: dict | None) -> dict:
@@ -305,6 +342,11 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     if math.isfinite(b_crit):
         extra["batch_crit_tokens"] = b_crit
     risks_extra = (*risks_extra, *hp_risks)
+    d_max = fit.data_range.get("D_max", math.inf)
+    if hparams == "probes" and tokens > 10 * d_max:
+        risks_extra = (*risks_extra, f"note: the probes' lr {lr:g} is applied {tokens / d_max:.3g}x beyond the longest "
+                       f"probe ({d_max:.3g} tokens); under muP the optimal lr still moves with the horizon (Bjorck et "
+                       "al. 2025): sweep lr with branch cooldowns (fit hparams) and pass plan --hparams to scale it")
     if batch_tokens > 2 * b_crit:  # said once, as the trade-off it is: the plan does not warn against itself
         at_crit = rules.batch_tradeoff(tokens, batch_tokens, b_crit, multiples=(1,))[0]
         risks_extra = (*risks_extra, f"note: the batch ({batch_tokens:,} tokens, {batch_src.split(';')[0]}) is "
@@ -313,13 +355,12 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
                        f"{at_crit['steps']:,.0f}, at the price of {tokens / at_crit['tokens'] - 1:.0%} more tokens "
                        "than B_crit would use: time to result bought with compute. Keep it when wall-clock binds; "
                        "take B_crit (and train longer) when compute does")
+    wd, wd_src = _weight_decay(hparams, lr, batch_tokens, params, tokens, fam_info)
     if hparams == "probes":
-        wd = float(fam_info.get("weight_decay", 0.0) or 0.0)
-        wd_src = "the probes' own weight decay"
         warmup = int(fam_info.get("warmup_steps") or rules.warmup_steps(steps))
         warmup_src = "the probes' own warmup (steps)"
     else:
-        (wd, wd_src), warmup, warmup_src = rules.WEIGHT_DECAY, rules.warmup_steps(steps), rules.WARMUP
+        warmup, warmup_src = rules.warmup_steps(steps), rules.WARMUP
     # what limits trust in the law comes first, then whether the budget holds, then the rest
     trust = [f"fit: {w}" for w in fit.warnings]
     risks = trust + list(risks_extra) + _risks(fit, decades, steps, tokens / params, params, tokens)
@@ -357,7 +398,8 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         "lr": lr_src, "batch": batch_src + "; rounded to a power-of-two number of sequences",
         "warmup": warmup_src,
         "schedule": rules.SCHEDULE,
-        "weight_decay": wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
+        "weight_decay": wd_src if hparams != "probes" else
+        wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),
         "batch_crit": b_crit_src,

@@ -8,7 +8,8 @@ import math
 
 __all__ = [
     "deepseek_lr", "deepseek_batch", "step_law_lr", "step_law_batch", "warmup_steps",
-    "WARMUP", "SCHEDULE", "WEIGHT_DECAY", "adamw_timescale", "round_batch", "HPARAM_RULES",
+    "WARMUP", "SCHEDULE", "WEIGHT_DECAY", "TAU_PRIOR", "weight_decay_for", "adamw_timescale", "round_batch",
+    "HPARAM_RULES",
     "kaplan_critical_batch", "batch_tradeoff",
 ]
 
@@ -97,6 +98,23 @@ SCHEDULE = ("wsd: linear warmup, constant, then linear decay to 0 over the last 
             "branching cooldowns)")
 
 WEIGHT_DECAY = (0.1, "AdamW weight decay 0.1, as in DeepSeek LLM 2024 and Llama 2 (arXiv:2307.09288)")
+
+TAU_PRIOR = 0.4
+TAU_SOURCE = ("prior AdamW timescale tau = B / (lr wd D) = 0.4 of the run, held constant (Wang & Aitchison 2025, "
+              "arXiv:2405.13698): the timescale the common recipe (wd 0.1 with DeepSeek's lr and batch) gives at "
+              "1e22-1e23 FLOPs; it ranges 0.27-0.56 from 1e20 to 1e25. Not fitted to your runs: fit an lr x wd sweep "
+              "(fit hparams) for your own")
+
+
+def weight_decay_for(lr: float, batch_tokens: float, tokens: float, tau: float = TAU_PRIOR) -> float:
+    """Rule 7. AdamW weight decay that sets the timescale tau = B / (lr wd D) (a fraction of the
+    run; Wang & Aitchison 2025, Bergsma et al. 2025): wd = B / (lr tau D). Under torch's AdamW,
+    which decays by lr x wd per step, the run then averages its updates over tau of its steps.
+
+    >>> round(weight_decay_for(3e-4, 4e6, 1e12, tau=0.4), 4)
+    0.0333
+    """
+    return batch_tokens / (lr * tau * tokens)
 
 
 def adamw_timescale(lr: float, weight_decay: float, steps: int) -> float:

@@ -18,7 +18,7 @@ from .config import ModelConfig
 from .model import build_model, param_kind
 from .mup import param_groups
 
-__all__ = ["coord_check", "coord_slopes", "VARIANTS"]
+__all__ = ["coord_check", "coord_check_depth", "coord_slopes", "VARIANTS"]
 
 VARIANTS = ("mup", "sp", "no_hidden_lr", "no_logit_mult", "no_init_scale")
 
@@ -51,6 +51,54 @@ def _model(width: int, variant: str, base: ModelConfig, seed: int):
     return model, groups
 
 
+def _measure(model, groups, x, y, steps: int, lr: float, d_head: int) -> list[dict]:
+    """Mean |x| per site after each of ``steps`` AdamW steps (lr x each group's base lr), and the
+    feature update |h_t - h_0| of the last layer's residual output."""
+    for g in groups:
+        g["lr"] = g["base_lr"] * lr
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    acts, hooks, out_rows = {}, [], []
+
+    def keep(name):
+        def hook(_m, _i, out):
+            acts[name] = (out[0] if isinstance(out, tuple) else out).detach()
+        return hook
+
+    inner = model.model
+    layer = inner.layers[-1]
+    hooks.append(inner.embed_tokens.register_forward_hook(keep("embedding")))
+    hooks.append(layer.self_attn.register_forward_hook(keep("attention_out")))
+    hooks.append(layer.mlp.register_forward_hook(keep("mlp_out")))
+    hooks.append(layer.register_forward_hook(keep("residual")))
+    hooks.append(layer.self_attn.q_proj.register_forward_hook(keep("q")))
+    hooks.append(layer.self_attn.k_proj.register_forward_hook(keep("k")))
+    h0 = None
+    for step in range(steps + 1):
+        logits = model(input_ids=x).logits
+        if step == 0:
+            h0 = acts["residual"].clone()
+        else:
+            B, T, _ = acts["q"].shape
+            q = acts["q"].view(B, T, -1, d_head).transpose(1, 2)
+            k = acts["k"].view(B, T, -1, d_head).transpose(1, 2)
+            scores = (q @ k.transpose(-1, -2)) * model.config.attention_multiplier
+            sizes = {name: float(acts[name].abs().mean()) for name in
+                     ("embedding", "attention_out", "mlp_out", "residual")}
+            sizes["residual_update"] = float((acts["residual"] - h0).abs().mean())
+            sizes["attention_logits"] = float(scores.abs().mean())
+            sizes["output_logits"] = float(logits.detach().abs().mean())
+            out_rows += [{"step": step, "site": s_, "l1": v} for s_, v in sizes.items()]
+        if step == steps:
+            break
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for hk in hooks:
+        hk.remove()
+    return out_rows
+
+
 def coord_check(widths=(64, 128, 256, 512, 1024), variant: str = "mup", steps: int = 5, seeds: int = 3,
                 lr: float = 1e-2, base: ModelConfig | None = None, batch: int = 4, seq: int = 32):
     """Mean |activation| per (width, seed, step, site) after each of ``steps`` AdamW steps."""
@@ -63,61 +111,44 @@ def coord_check(widths=(64, 128, 256, 512, 1024), variant: str = "mup", steps: i
     rows = []
     for seed in range(seeds):
         data = _bigram_batch(base.vocab_size, batch, seq, seed)
-        x, y = data[:, :-1], data[:, 1:]
         for width in widths:
             model, groups = _model(width, variant, base, seed)
-            for g in groups:
-                g["lr"] = g["base_lr"] * lr
-            opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-            acts = {}
-            hooks = []
-
-            def keep(name):
-                def hook(_m, _i, out):
-                    acts[name] = (out[0] if isinstance(out, tuple) else out).detach()
-                return hook
-
-            inner = model.model
-            hooks.append(inner.embed_tokens.register_forward_hook(keep("embedding")))
-            layer = inner.layers[-1]
-            hooks.append(layer.self_attn.register_forward_hook(keep("attention_out")))
-            hooks.append(layer.mlp.register_forward_hook(keep("mlp_out")))
-            hooks.append(layer.register_forward_hook(keep("residual")))
-            hooks.append(layer.self_attn.q_proj.register_forward_hook(keep("q")))
-            hooks.append(layer.self_attn.k_proj.register_forward_hook(keep("k")))
-            for step in range(steps + 1):
-                out = model(input_ids=x)
-                logits = out.logits
-                if step > 0:
-                    B, T, _ = acts["q"].shape
-                    h = base.d_head
-                    q = acts["q"].view(B, T, -1, h).transpose(1, 2)
-                    k = acts["k"].view(B, T, -1, h).transpose(1, 2)
-                    scores = (q @ k.transpose(-1, -2)) * model.config.attention_multiplier
-                    sizes = {name: float(acts[name].abs().mean()) for name in
-                             ("embedding", "attention_out", "mlp_out", "residual")}
-                    sizes["attention_logits"] = float(scores.abs().mean())
-                    sizes["output_logits"] = float(logits.detach().abs().mean())
-                    rows += [{"width": width, "seed": seed, "step": step, "site": s, "l1": v, "variant": variant}
-                             for s, v in sizes.items()]
-                if step == steps:
-                    break
-                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            for hk in hooks:
-                hk.remove()
+            rows += [{"width": width, "seed": seed, "variant": variant, **r}
+                     for r in _measure(model, groups, data[:, :-1], data[:, 1:], steps, lr, base.d_head)]
     return pd.DataFrame(rows)
 
 
-def coord_slopes(df):
-    """Slope of log2(mean |x|) against log2(width) per (site, step), seeds averaged."""
+def coord_check_depth(depths=(2, 4, 8, 16, 32), scaling: str = "completep", width: int = 64, steps: int = 5,
+                      seeds: int = 3, lr: float = 1e-2, batch: int = 4, seq: int = 32):
+    """The depth coordinate check at a fixed width: mean |activation| of the last layer and its
+    feature update per (depth, seed, step, site). ``scaling="completep"`` scales every residual
+    branch by base_depth / depth (Dey et al. 2025, alpha = 1) with base_depth = depths[0];
+    ``"none"`` makes every depth its own base (plain muP, no depth scaling): its residual stream
+    and updates grow with depth."""
     import pandas as pd
 
-    mean = df.groupby(["site", "step", "width"], as_index=False)["l1"].mean()
+    if scaling not in ("completep", "none"):
+        raise ValueError(f"scaling: must be 'completep' or 'none'; got {scaling!r}")
+    rows = []
+    for seed in range(seeds):
+        for depth in depths:
+            cfg = ModelConfig(width=width, depth=depth, d_head=16, base_width=width, vocab_size=256, seq_len=seq,
+                              base_depth=depths[0] if scaling == "completep" else depth)
+            data = _bigram_batch(cfg.vocab_size, batch, seq, seed)
+            model = build_model(cfg, seed=seed)
+            groups = param_groups(model, lr=1.0, cfg=cfg)
+            rows += [{"depth": depth, "seed": seed, "scaling": scaling, **r}
+                     for r in _measure(model, groups, data[:, :-1], data[:, 1:], steps, lr, cfg.d_head)]
+    return pd.DataFrame(rows)
+
+
+def coord_slopes(df, axis: str = "width"):
+    """Slope of log2(mean |x|) against log2(``axis``: width or depth) per (site, step), seeds averaged."""
+    import pandas as pd
+
+    mean = df.groupby(["site", "step", axis], as_index=False)["l1"].mean()
     out = []
     for (site, step), g in mean.groupby(["site", "step"]):
-        slope = np.polyfit(np.log2(g["width"]), np.log2(np.maximum(g["l1"], 1e-30)), 1)[0]
+        slope = np.polyfit(np.log2(g[axis]), np.log2(np.maximum(g["l1"], 1e-30)), 1)[0]
         out.append({"site": site, "step": step, "slope": slope})
     return pd.DataFrame(out)
