@@ -183,6 +183,9 @@ def _local_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+ROBUST_SCALE = 0.01  # relative residual beyond which a run counts less (soft L1): spikes, half-diverged runs
+
+
 _JOINT_NAMES = ("lr_log_k", "lr_a_N", "lr_a_D", "b_log_k", "b_a_D",
                 "c_lo", "c_hi", "c3_lo", "c3_hi", "c_vv", "c_vvv", "c_uv")
 
@@ -231,7 +234,7 @@ def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
     names = [_JOINT_NAMES[i] for i in idx]
     bounds = ([lo.get(k, -np.inf) for k in names], [hi.get(k, np.inf) for k in names])
     z0 = np.clip(x0[idx], np.array(bounds[0]) + 1e-9, np.array(bounds[1]) - 1e-9)
-    res = least_squares(resid, z0, bounds=bounds, x_scale="jac", method="trf")
+    res = least_squares(resid, z0, bounds=bounds, x_scale="jac", method="trf", loss="soft_l1", f_scale=ROBUST_SCALE)
     out = x0.copy()
     out[idx] = res.x
     return out
@@ -283,8 +286,9 @@ class HyperparameterFit:
             lrs = np.exp(s[:, 0, None] + s[:, 1, None] * np.log(N) + s[:, 2, None] * np.log(D))
             bs = np.exp(s[:, 3, None] + s[:, 4, None] * np.log(D))
             q = ((1 - level) / 2, (1 + level) / 2)
-            out["lr_opt_low"], out["lr_opt_high"] = np.quantile(lrs, q, axis=0)
-            out["batch_opt_low"], out["batch_opt_high"] = np.quantile(bs, q, axis=0)
+            for name, draws in (("lr_opt", lrs), ("batch_opt", bs)):  # the interval holds its own estimate
+                lo, hi = np.quantile(draws, q, axis=0)
+                out[f"{name}_low"], out[f"{name}_high"] = np.minimum(lo, out[name]), np.maximum(hi, out[name])
         return out
 
     def predict_point(self, N: float, D: float):

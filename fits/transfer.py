@@ -66,13 +66,17 @@ class TransferResult:
         return f"<b>muP transfer: {self.verdict}</b><p>{self.evidence}</p>" + self.optima.to_html(index=False)
 
     def plot(self, ax=None):
-        """Loss against learning rate, one curve per width, optima marked."""
+        """Loss against learning rate, one curve per width (mean over repeats, their range shaded),
+        optima marked."""
         from ._plot import get_axes
 
         ax = get_axes(ax)
         for k, (w, g) in enumerate(self.runs.groupby("width")):
-            m = g.groupby("lr")["loss"].mean()
+            by = g[np.isfinite(g["loss"])].groupby("lr")["loss"]
+            m = by.mean()
             ax.plot(m.index, m.values, "o-", color=f"C{k}", ms=3, label=f"width {w:g}")
+            if (by.size() > 1).any():  # repeats (seeds): their range as a band
+                ax.fill_between(m.index, by.min().values, by.max().values, color=f"C{k}", alpha=0.2, lw=0)
             o = self.optima[self.optima["width"] == w]
             ax.axvline(float(o["lr_opt"].iloc[0]), color=f"C{k}", ls=":", lw=1)
         ax.set_xscale("log", base=2)
