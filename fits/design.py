@@ -194,7 +194,7 @@ def design_variance(prior, candidates: pd.DataFrame, chosen, target: float, crit
 def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | None = None, k: int | None = None,
                 criterion: str = "loss", noise: float | None = None, prior_scale: float = 100.0,
                 n_draws: int = 16, seed: int = 0, existing: pd.DataFrame | None = None,
-                cooldown_frac: float = 0.2, cost_power: float = 1.0) -> DesignResult:
+                cooldown_frac: float = 0.2, cost_power: float = 1.0, spread: int = 3) -> DesignResult:
     """Pick runs from ``candidates`` (columns N, D, group, fpt; one row per (width, tokens)) that
     most shrink the variance of the decision at ``target`` FLOPs, greedily by variance removed per
     FLOP, until ``budget`` FLOPs are spent or ``k`` runs are picked.
@@ -205,6 +205,10 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     for: a branch of an existing width costs only its cooldown when shorter than its longest run.
     ``cost_power``: a run's score is the variance it removes / its cost^cost_power (1: per FLOP;
     0: the budget is only a limit).
+    ``spread``: a fresh design (a budget, no existing runs) first takes the cheapest run of this many
+    widths spaced evenly in log N over those whose cheapest run costs at most budget / (2 spread).
+    The linearised criterion trusts the form: left alone, it spends a small budget on the
+    cheapest widths, whose fit could not place the floor E (benchmarks/results/design_e2e.json).
     """
     if budget is None and k is None:
         raise InputError("budget/k: give a probe budget (FLOPs) or a number of runs to propose")
@@ -226,6 +230,18 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     start = _Z90 * math.sqrt(var)
     cov = m.covariances([])
     rows, spent = [], 0.0
+    seeds = (_spread_seeds(cand, gid, fpt * D, budget, spread)
+             if budget is not None and spread > 1 and (existing is None or not len(existing)) else [])
+    for i in seeds:
+        chosen.append(i)
+        spent += float(fpt[i] * D[i])
+        longest[gid[i]] = D[i]
+        v = m.variance(chosen)
+        rows.append({**{c: cand.loc[i, c] for c in cand.columns}, "marginal_cost": float(fpt[i] * D[i]),
+                     "cost_so_far": spent, "half_width_after": _Z90 * math.sqrt(v),
+                     "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
+        var = v
+    cov = m.covariances(chosen)
     while k is None or len(chosen) < k:
         top = longest[gid]
         # a new width pays for its run; a longer run of a width turns its old longest into a branch
@@ -251,6 +267,20 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
         var = v
     return DesignResult(runs=pd.DataFrame(rows), criterion=criterion, target=float(target), start_half_width=start,
                         sigma=m.sigma)
+
+
+def _spread_seeds(cand: pd.DataFrame, gid: np.ndarray, cost: np.ndarray, budget: float, spread: int) -> list[int]:
+    """The cheapest run of ``spread`` widths spaced evenly in log N (see ``design_runs``)."""
+    cheapest = {}
+    for i, (g, c) in enumerate(zip(gid, cost)):
+        if c <= budget / (2 * spread) and (g not in cheapest or c < cost[cheapest[g]]):
+            cheapest[g] = i
+    if len(cheapest) < 2:
+        return []
+    rows = sorted(cheapest.values(), key=lambda i: cand.loc[i, "N"])
+    logn = np.log([cand.loc[i, "N"] for i in rows])
+    picks = {rows[int(np.argmin(np.abs(logn - t)))] for t in np.linspace(logn[0], logn[-1], spread)}
+    return sorted(picks, key=lambda i: cand.loc[i, "N"])
 
 
 def isoflop_baseline(candidates: pd.DataFrame, budget: float, n_levels: int = 4, ratio: float = 2.0,

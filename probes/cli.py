@@ -24,8 +24,18 @@ def main():
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads per probe process [default: CPU cores / workers].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
+              help="Where runs execute: this machine's processes, a Ray cluster, or Slurm job arrays (submitit). "
+                   "ray and slurm need the 'distributed' extra and a run directory every node can see.")
+@click.option("--address", default=None,
+              help="ray: 'auto' or 'ray://host:port' joins a running cluster [default: start a local one].")
+@click.option("--gpus-per-probe", type=click.FloatRange(min=0, max=8), default=0.0, show_default=True,
+              help="ray: GPUs per probe, fractions pack several on one GPU (0.25: four); slurm: rounded up.")
+@click.option("--partition", default=None, help="slurm: the partition to submit to.")
+@click.option("--time-limit", "timeout_min", type=click.IntRange(min=1), default=240, show_default=True,
+              help="slurm: minutes per job; a job that reaches it is requeued and resumes from its checkpoint.")
 @guarded
-def run_cmd(grid, out, workers, device, threads, quiet):
+def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_per_probe, partition, timeout_min):
     """Run every probe of GRID (a TOML file, or a built-in grid name; default: `default`).
     Finished runs are skipped; interrupted ones resume from their last checkpoint."""
     import dataclasses
@@ -35,7 +45,14 @@ def run_cmd(grid, out, workers, device, threads, quiet):
     configs = load_grid(grid)
     if device:
         configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, device=device)) for c in configs]
-    statuses = run_sweep(configs, out, workers=workers, progress=not quiet, threads=threads)
+    for name, value, only in (("--address", address, "ray"), ("--partition", partition, "slurm")):
+        if value is not None and executor != only:
+            raise InputError(f"{name}: applies to --executor {only} only; got --executor {executor}")
+    options = ({"address": address, "gpus_per_probe": gpus_per_probe} if executor == "ray" else
+               {"gpus_per_probe": gpus_per_probe, "partition": partition, "timeout_min": timeout_min}
+               if executor == "slurm" else None)
+    statuses = run_sweep(configs, out, workers=workers, progress=not quiet, threads=threads, executor=executor,
+                         options=options)
     counts = {}
     for s in statuses.values():
         s = s.split(":")[0]

@@ -204,7 +204,8 @@ def default_threads(workers: int) -> int:
 
 
 def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool = True,
-              threads: int | None = None, attempts: int = 2) -> dict:
+              threads: int | None = None, attempts: int = 2, executor: str = "local",
+              options: dict | None = None) -> dict:
     """Run every config (skipping finished ones); ``workers`` processes share the machine.
 
     ``threads``: torch CPU threads per process (default: the cores divided among the workers).
@@ -212,7 +213,15 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
     restarted and unfinished runs are tried again (resuming from their checkpoints) up to
     ``attempts`` times; a run that still has not finished, or that raised an error, is reported
     as ``failed: <why>``.
+
+    ``executor``: "local" (this machine), "ray" or "slurm" (``probes.executors``; ``options`` are
+    passed on, e.g. address, gpus_per_probe, partition). Every executor trains into the same
+    run store under ``out`` with the same locks, so the guarantees above hold on each.
     """
+    from .executors import EXECUTORS, run_ray, run_slurm
+
+    if executor not in EXECUTORS:
+        raise InputError(f"executor: must be one of {list(EXECUTORS)}; got {executor!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or default_threads(workers)
@@ -220,6 +229,10 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
     from .data import load_corpus
     for data_cfg in {c.data for c in configs}:
         load_corpus(data_cfg, out / "_cache")
+    if executor == "ray":
+        return run_ray(configs, out, threads=threads, attempts=attempts, progress=progress, **(options or {}))
+    if executor == "slurm":
+        return run_slurm(configs, out, threads=threads, progress=progress, **(options or {}))
     statuses = {}
     bar = None
     if progress:

@@ -1,0 +1,153 @@
+"""Where probe runs execute: local processes (the default, ``probes.sweep.run_sweep``), a Ray
+cluster, or Slurm through submitit.
+
+Every executor runs the same unit of work, ``sweep._run_locked``: one config trained into its own
+directory of the run store (``<out>/<config key>/``), under an exclusive lock, skipped when
+``done.json`` exists, resumed from its checkpoint otherwise. So the guarantees do not depend on the
+executor: no run is trained twice at once, a finished run is never retrained, a resumed run continues
+from its checkpoint, and rows are appended by the one process that holds the run's lock.
+
+Results are written by the workers into the store, not sent back to the driver: the store must be
+on a filesystem every node sees (NFS, Lustre, a cloud filestore; any local disk for a one-machine
+Ray cluster). The driver only collects each run's status. A driver that dies loses nothing, a
+worker that dies leaves a checkpoint the retry resumes from, and `probe status` / `probe export`
+read the same directory whichever engine trained it.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from fits.errors import InputError
+
+from .config import ProbeConfig
+
+__all__ = ["EXECUTORS", "run_ray", "run_slurm"]
+
+EXECUTORS = ("local", "ray", "slurm")
+
+
+def _missing(extra: str, package: str, executor: str) -> InputError:
+    return InputError(f"--executor {executor}: needs {package}, which is not installed; install the "
+                      f"'{extra}' extra: pip install -e \".[{extra}]\"")
+
+
+def _ray_task(cfg: ProbeConfig, out: str, threads: int):
+    from .sweep import _run_locked
+
+    return _run_locked(cfg, Path(out), False, threads)
+
+
+def run_ray(configs: list[ProbeConfig], out, threads: int = 1, attempts: int = 2, address: str | None = None,
+            gpus_per_probe: float = 0.0, progress: bool = True, num_cpus: int | None = None) -> dict:
+    """Each config as one Ray task needing ``threads`` CPUs and ``gpus_per_probe`` GPUs (fractions
+    pack several small probes on one GPU: 0.25 runs four at once). A task whose worker process dies
+    is retried by Ray (``max_retries = attempts - 1``) and resumes from its checkpoint; an error
+    raised by the run itself is not retried (it would fail again) and is reported as ``failed``.
+
+    ``address``: "auto" or "ray://host:port" joins a running cluster; None starts a local one for
+    the sweep (``num_cpus`` CPUs, default all) and stops it afterwards.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise _missing("distributed", "ray", "ray") from None
+    if not 0 <= gpus_per_probe <= 8:
+        raise InputError(f"--gpus-per-probe: must be between 0 and 8; got {gpus_per_probe!r}")
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        try:
+            ray.init(log_to_driver=False, configure_logging=False, **kw)
+        except ConnectionError as exc:
+            raise InputError(f"--address: cannot join a Ray cluster at {address!r} ({exc})") from None
+    task = ray.remote(_ray_task).options(num_cpus=threads, num_gpus=gpus_per_probe, max_retries=attempts - 1,
+                                         retry_exceptions=False)
+    statuses = {}
+    try:
+        refs = {task.remote(c, str(Path(out).resolve()), threads): c for c in configs}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(refs), desc="sweep (ray)", unit="run")
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            c = refs[done[0]]
+            try:
+                key, status = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # the run raised: recorded in its error.txt too
+                key, status = c.key(), f"failed: {str(exc.cause) if exc.cause else exc}".splitlines()[0]
+            except ray.exceptions.RayError as exc:  # its worker died more often than the retries allow
+                key, status = c.key(), f"failed: its worker died {attempts} times ({type(exc).__name__})"
+            statuses[key] = status
+            bar.update(1) if bar else None
+        if bar:
+            bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+    return statuses
+
+
+class _SlurmProbe:
+    """One probe as a submitit job. On pre-emption or a time limit Slurm requeues it (submitit's
+    checkpoint protocol), and the rerun resumes the probe from its own checkpoint."""
+
+    def __init__(self, out: str, threads: int):
+        self.out, self.threads = out, threads
+
+    def __call__(self, cfg: ProbeConfig):
+        from .sweep import _run_locked
+
+        return _run_locked(cfg, Path(self.out), False, self.threads)
+
+    def checkpoint(self, cfg: ProbeConfig):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, cfg)
+
+
+def run_slurm(configs: list[ProbeConfig], out, threads: int = 1, gpus_per_probe: float = 0.0,
+              partition: str | None = None, timeout_min: int = 240, array_parallelism: int = 64,
+              cluster: str | None = None, progress: bool = True, poll_s: float = 5.0) -> dict:
+    """All configs as one Slurm job array through submitit (logs under ``<out>/_submitit``), each
+    job asking for ``threads`` CPUs and ceil(``gpus_per_probe``) GPUs for at most ``timeout_min``
+    minutes; at most ``array_parallelism`` run at once. A job that is pre-empted or reaches its
+    time limit is requeued and resumes from its checkpoint. ``cluster``: submitit's cluster
+    ("slurm", or "local" / "debug" to run the same jobs on this machine, as the tests do); by
+    default Slurm, which needs ``sbatch`` on the PATH."""
+    try:
+        import submitit
+    except ImportError:
+        raise _missing("distributed", "submitit", "slurm") from None
+    if cluster in (None, "slurm") and shutil.which("sbatch") is None:
+        raise InputError("--executor slurm: no Slurm here (sbatch is not on the PATH); run from a Slurm login "
+                         "node, or use --executor local or ray")
+    folder = Path(out).resolve() / "_submitit"
+    ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    params = {"timeout_min": timeout_min, "cpus_per_task": threads}
+    if gpus_per_probe:
+        params["gpus_per_node"] = math.ceil(gpus_per_probe)
+    if cluster in (None, "slurm"):
+        params.update(slurm_array_parallelism=array_parallelism,
+                      **({"slurm_partition": partition} if partition else {}))
+    ex.update_parameters(**params)
+    jobs = ex.map_array(_SlurmProbe(str(Path(out).resolve()), threads), configs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(jobs), desc="sweep (slurm)", unit="run")
+    statuses = {}
+    for job, c in zip(jobs, configs):
+        try:
+            key, status = job.result()
+        except Exception as exc:  # noqa: BLE001 - a failed job fails its run, not the sweep
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            key, status = c.key(), f"failed: {last} (log: {job.paths.stderr})"
+        statuses[key] = status
+        bar.update(1) if bar else None
+    if bar:
+        bar.close()
+    return statuses
