@@ -13,9 +13,14 @@ __all__ = ["InputError", "read_table", "surface_data", "budget_groups", "budget_
 
 
 def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.DataFrame:
-    """Return a DataFrame from a DataFrame or a CSV path, with a clear error when unreadable."""
+    """Return a DataFrame from a DataFrame, a CSV path or an MLflow experiment
+    (``mlflow:<tracking uri>#<experiment>``, see ``fits.tracking``), with a clear error when unreadable."""
     if isinstance(source, pd.DataFrame):
         return source
+    if isinstance(source, str) and source.startswith("mlflow:"):
+        from .tracking import read_mlflow
+
+        return read_mlflow(source)
     if isinstance(source, (str, PathLike)):
         path = Path(source)
         if not path.is_file():

@@ -780,6 +780,8 @@ def critical_batch_law(cb: pd.DataFrame, bootstrap: int = 200, seed: int = 0) ->
     >>> round(critical_batch_law(cb)["b"], 3)
     0.4
     """
+    if not {"b_crit", "e_min"} <= set(cb.columns):
+        raise InputError("critical batch: no target loss was reached at three or more batch sizes")
     ok = cb[np.isfinite(cb["b_crit"]) & np.isfinite(cb["e_min"]) & (cb["b_crit"] > 0) & (cb["e_min"] > 0)]
     if len(ok) < 3 or ok["e_min"].max() / ok["e_min"].min() < 1.5:
         raise InputError(f"critical batch: need 3+ targets with a finite B_crit over a range of token counts; "

@@ -34,8 +34,13 @@ def main():
 @click.option("--partition", default=None, help="slurm: the partition to submit to.")
 @click.option("--time-limit", "timeout_min", type=click.IntRange(min=1), default=240, show_default=True,
               help="slurm: minutes per job; a job that reaches it is requeued and resumes from its checkpoint.")
+@click.option("--mlflow", "mlflow_on", is_flag=True,
+              help="Log every evaluation row to MLflow: the embedded SQLite store OUT/mlflow.db unless --mlflow-uri.")
+@click.option("--mlflow-uri", default=None, help="MLflow tracking URI (a server, or sqlite:///path.db); implies --mlflow.")
+@click.option("--mlflow-experiment", default="probes", show_default=True)
 @guarded
-def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_per_probe, partition, timeout_min):
+def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_per_probe, partition, timeout_min,
+            mlflow_on, mlflow_uri, mlflow_experiment):
     """Run every probe of GRID (a TOML file, or a built-in grid name; default: `default`).
     Finished runs are skipped; interrupted ones resume from their last checkpoint."""
     import dataclasses
@@ -51,8 +56,21 @@ def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_
     options = ({"address": address, "gpus_per_probe": gpus_per_probe} if executor == "ray" else
                {"gpus_per_probe": gpus_per_probe, "partition": partition, "timeout_min": timeout_min}
                if executor == "slurm" else None)
+    if mlflow_on or mlflow_uri:
+        from fits.tracking import _mlflow
+
+        _mlflow()  # not installed: say so before training, not after
     statuses = run_sweep(configs, out, workers=workers, progress=not quiet, threads=threads, executor=executor,
                          options=options)
+    if mlflow_on or mlflow_uri:
+        from fits.tracking import default_uri
+
+        from .sweep import sync_mlflow
+
+        uri = mlflow_uri or default_uri(out)
+        n = sync_mlflow(out, uri, mlflow_experiment)
+        click.echo(f"MLflow: {n} new rows logged to experiment {mlflow_experiment!r} at {uri} "
+                   f"(read back with: fit 'mlflow:{uri}#{mlflow_experiment}')")
     counts = {}
     for s in statuses.values():
         s = s.split(":")[0]

@@ -284,6 +284,19 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
     return statuses
 
 
+def sync_mlflow(out, uri: str | None = None, experiment: str = "probes") -> int:
+    """Log every run's rows that MLflow does not have yet (``fits.tracking.log_rows``) to ``uri``
+    (default: the embedded SQLite store ``<out>/mlflow.db``). Returns the number of rows logged."""
+    from fits.tracking import default_uri, log_rows
+
+    out = Path(out)
+    uri = uri or default_uri(out)
+    n = 0
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and (p / "metrics.jsonl").exists()):
+        n += log_rows(d.name, _read_rows(d / "metrics.jsonl", finished=(d / "done.json").exists()), uri, experiment)
+    return n
+
+
 def _read_rows(path: Path, finished: bool = False) -> list[dict]:
     """Complete rows of a metrics file. A torn last line (a kill mid-write) is ignored while the run
     can still resume and rewrite it; in a finished run it is a lost row, and an error names it."""

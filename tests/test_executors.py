@@ -100,3 +100,43 @@ def test_executor_choices_and_missing_slurm_are_one_line_errors(tmp_path, monkey
     assert r.exit_code == 2 and "sbatch is not on the PATH" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(probe, ["run", str(grid), "--out", str(tmp_path / "runs"), "--address", "auto"])
     assert r.exit_code == 2 and "--address: applies to --executor ray only" in r.output
+
+
+def test_mlflow_round_trip_equals_the_export_and_never_duplicates(tmp_path):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from click.testing import CliRunner
+
+    from fits import fit_loss_surface  # noqa: F401 - fit reads the same source
+    from fits._data import read_table
+    from probes.cli import main as probe
+    from probes.sweep import sync_mlflow
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nlr = [0.003, 0.01]\ntokens = [4096, 8192]\n[model]\nwidth = 32\ndepth = 1\n'
+                    'seq_len = 32\nbase_width = 32\n[train]\nbatch_size = 4\neval_every = 16\n'
+                    'target_losses = [4.0]\n')
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(probe, ["run", str(grid), "--out", str(out), "--threads", "1", "--quiet", "--mlflow"])
+    assert r.exit_code == 0, r.output
+    assert "new rows logged" in r.output
+    uri = f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    back = read_table(f"mlflow:{uri}#probes")
+    want = export_results(out)
+    key = ["run_id", "step", "phase", "tokens"]
+    back = back.sort_values(key).reset_index(drop=True)
+    want = want.sort_values(key).reset_index(drop=True)
+    assert len(back) == len(want) and set(want.columns) <= set(back.columns)
+    for col in ("val_loss", "tokens", "final", "phase", "lr", "width", "device", "target_loss"):
+        a, b = back[col], want[col]
+        assert ((a == b) | (a.isna() & b.isna())).all(), col
+    from fits.cli import hparams_main
+
+    r = CliRunner().invoke(hparams_main, [f"mlflow:{uri}#probes", "--bootstrap", "0"])
+    assert r.exit_code == 0 and "lr_opt = exp(" in r.output, r.output
+    assert sync_mlflow(out, uri) == 0  # a second sync logs nothing new
+    assert len(read_table(f"mlflow:{uri}#probes")) == len(want)
+    with pytest.raises(InputError, match="mlflow:<tracking uri>#<experiment>"):
+        read_table("mlflow:nothing")
+    with pytest.raises(InputError, match="no MLflow experiment"):
+        read_table(f"mlflow:{uri}#other")
