@@ -67,6 +67,8 @@ def run(axis: str, threads: int):
 
 
 def analyze_horizon() -> dict:
+    import pandas as pd
+
     from fits.hparams import fit_hyperparameters, lr_horizon_backtest
     from probes.sweep import export_results
 
@@ -76,11 +78,19 @@ def analyze_horizon() -> dict:
         diverged=("diverged", "any"))
     df.to_csv(RES / "hparam_horizon.csv", index=False)
     hp = fit_hyperparameters(df.assign(final=True), bootstrap=200)
-    bt = lr_horizon_backtest(df)
+    backtests = []
+    for first in (HORIZONS[0], HORIZONS[1]):  # the shortest horizon is 128 steps, a quarter of them warmup
+        for method in ("joint", "cells"):
+            bt = lr_horizon_backtest(df[df["tokens"] >= first], method=method)
+            backtests += [{**r, "method": method, "shortest_horizon": first} for r in bt.to_dict(orient="records")]
+    bt = pd.DataFrame(backtests)
+    cells = fit_hyperparameters(df.assign(final=True), bootstrap=200, method="cells")
     out = {"lr_law": hp.lr_law, "ci": hp.ci().to_dict(orient="index"),
-           "cells": hp.cell_optima.drop(columns=["ridge"]).to_dict(orient="records"),
+           "lr_law_cells": cells.lr_law, "ci_cells": cells.ci().to_dict(orient="index"),
+           "cells": cells.cell_optima.drop(columns=["ridge"]).to_dict(orient="records"),
            "backtest": bt.to_dict(orient="records"),
-           "backtest_within_one_2x_step": bool((bt["grid_steps_off"].abs() <= 1.0).all())}
+           "backtest_within_one_2x_step": {f"{m} from {f}": bool((g["grid_steps_off"].abs() <= 1.0).all())
+                                           for (m, f), g in bt.groupby(["method", "shortest_horizon"])}}
     ax = hp.plot_horizon()
     ax.figure.savefig(RES / "hparam_horizon.png", dpi=110, bbox_inches="tight")
     return out

@@ -1,8 +1,12 @@
-"""Kill -9 soak of the local executor: kill a `probe run --workers 2` sweep (the whole process
-group: the sweep and its workers) at random moments, restart it, until it finishes; then account
-for every row against an uninterrupted sweep with the same seeds.
+"""Kill -9 soak: kill a sweep at random moments until it finishes; then account for every row
+against an uninterrupted sweep with the same seeds.
 
-    python benchmarks/reliability_soak.py [--kills 50] [--seed 0]
+    python benchmarks/reliability_soak.py [--kills 50] [--seed 0] [--executor local|ray]
+
+local: kill a `probe run --workers 2` sweep (the whole process group: the sweep and its workers)
+and restart it. ray: one sweep on a local Ray cluster (2 CPUs) whose training worker processes
+(found by the pid in each run's lock) are SIGKILLed at random moments; Ray retries each killed
+task, which resumes from its checkpoint.
 
 Checks: the same (run, tokens, phase) rows, no duplicate and no partial line, and losses equal
 (bitwise on CPU with one thread per probe). Writes benchmarks/results/reliability_soak.json and
@@ -52,6 +56,44 @@ def sweep(out: Path, kill_after: float | None):
         return False
 
 
+def ray_soak(out: Path, kills: int, rng, spacing: float) -> tuple[int, int]:
+    """One Ray sweep with ``kills`` SIGKILLs of its training workers. Returns (kills, restarts)."""
+    import threading
+
+    from probes.sweep import load_grid, run_sweep
+
+    configs = load_grid(RUNS / "grid.toml")
+    done = threading.Event()
+    n = [0]
+
+    def killer():
+        while not done.is_set() and n[0] < kills:
+            time.sleep(rng.uniform(0.5 * spacing, 1.5 * spacing))
+            for d in sorted(out.iterdir()) if out.is_dir() else []:
+                if (d / "lock").is_file() and (d / "ckpt.pt").is_file() and not (d / "done.json").exists():
+                    try:
+                        os.kill(int((d / "lock").read_text().split()[0]), signal.SIGKILL)
+                        n[0] += 1
+                        break
+                    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+                        continue
+
+    t = threading.Thread(target=killer)
+    t.start()
+    restarts = 0
+    try:
+        while True:  # a task whose retries ran out fails its run; the next sweep resumes it
+            statuses = run_sweep(configs, out, executor="ray", threads=1, attempts=kills + 1, progress=False,
+                                 options={"num_cpus": 2})
+            if not any(s.startswith("failed") for s in statuses.values()):
+                break
+            restarts += 1
+    finally:
+        done.set()
+        t.join()
+    return n[0], restarts
+
+
 def rows(out: Path):
     import pandas as pd
 
@@ -69,6 +111,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--executor", choices=["local", "ray"], default="local")
     args = ap.parse_args()
     import shutil
 
@@ -82,31 +125,36 @@ def main():
     rng = random.Random(args.seed)
     kills, restarts = 0, 0
     t0 = time.time()
-    while kills < args.kills:
+    if args.executor == "ray":
+        kills, restarts = ray_soak(RUNS / "killed", args.kills, rng, spacing=max(1.0, clean_s / args.kills))
+    while args.executor == "local" and kills < args.kills:
         restarts += 1
         if sweep(RUNS / "killed", rng.uniform(1.0, max(2.0, clean_s / 3))):
             break  # finished before the kill: start over to keep killing
         kills += 1
         if kills % 10 == 0:
             print(f"{kills} kills", flush=True)
-    while not sweep(RUNS / "killed", None):
+    while args.executor == "local" and not sweep(RUNS / "killed", None):
         restarts += 1
     soaked = rows(RUNS / "killed")
     keys = ["run_id", "step", "phase", "tokens"]
     same_rows = soaked[keys].equals(reference[keys])
     dup = int(soaked.duplicated(keys).sum())
     diff = float((soaked["val_loss"] - reference["val_loss"]).abs().max()) if same_rows else float("nan")
-    out = {"kills": kills, "restarts": restarts, "rows": len(soaked), "reference_rows": len(reference),
+    out = {"executor": args.executor, "kills": kills, "restarts": restarts, "rows": len(soaked), "reference_rows": len(reference),
            "same_rows": bool(same_rows), "duplicates": dup, "max_abs_val_loss_difference": diff,
            "clean_sweep_s": clean_s, "soak_s": time.time() - t0}
     print(json.dumps(out, indent=1))
     res = ROOT / "benchmarks" / "results"
-    (res / "reliability_soak.json").write_text(json.dumps(out, indent=1))
+    (res / f"reliability_soak{'' if args.executor == 'local' else '_' + args.executor}.json").write_text(
+        json.dumps(out, indent=1))
     verdict = ("passed" if same_rows and dup == 0 and diff == 0.0 else "FAILED")
     with open(res / "reliability.md", "a") as fh:
-        fh.write(f"\n## Kill -9 soak, local executor ({time.strftime('%Y-%m-%d')})\n\n"
-                 f"`python benchmarks/reliability_soak.py --kills {args.kills}`: {kills} SIGKILLs of the whole sweep "
-                 f"(process group, 2 workers) at random moments, {restarts} restarts, {len(soaked)} rows against "
+        what = ("the whole sweep (process group, 2 workers)" if args.executor == "local" else
+                "Ray training workers (local Ray cluster, 2 CPUs; Ray retried each task, which resumed)")
+        fh.write(f"\n## Kill -9 soak, {args.executor} executor ({time.strftime('%Y-%m-%d')})\n\n"
+                 f"`python benchmarks/reliability_soak.py --kills {args.kills} --executor {args.executor}`: {kills} "
+                 f"SIGKILLs of {what} at random moments, {restarts} restarts, {len(soaked)} rows against "
                  f"{len(reference)} of an uninterrupted sweep: same rows {same_rows}, duplicates {dup}, largest "
                  f"val_loss difference {diff:.3g}. Verdict: {verdict}.\n")
 
