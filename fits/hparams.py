@@ -185,6 +185,7 @@ def _local_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+NEAR_OPTIMUM = 0.02  # a run this far (relative loss) above its cell's best counts ~1/sqrt(2) as much
 ROBUST_SCALE = 0.01  # relative residual beyond which a run counts less (soft L1): spikes, half-diverged runs
 
 
@@ -227,6 +228,9 @@ def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
     hi = {"c_lo": 10.0, "c_hi": 10.0, "c3_lo": 10.0, "c3_hi": 10.0, "c_vv": 10.0, "c_vvv": 1.0, "c_uv": 1.0,
           "k_N": 2.0, "k_D": 2.0}
     cN, cD = logN - logN.mean(), logD - logD.mean()
+    # runs far up a cell's bowl count less: near its optimum a smooth bowl describes the loss well
+    best = pd.Series(loss).groupby(cell).transform("min").to_numpy()
+    weight = 1.0 / np.sqrt(1.0 + ((loss / best - 1.0) / NEAR_OPTIMUM) ** 2)
 
     def resid(z):
         p = x0.copy()
@@ -234,8 +238,9 @@ def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
         u = x - (p[0] + p[1] * logN + p[2] * logD)
         v = y - (p[3] + p[4] * logD)
         g = (1 + np.exp(p[12] * cN + p[13] * cD) * _bowl(p, u, v)) / loss
-        level = np.bincount(cell, g, n_cells) / np.maximum(np.bincount(cell, g * g, n_cells), 1e-300)
-        return 1.0 - level[cell] * g
+        level = np.bincount(cell, g * weight ** 2, n_cells) / np.maximum(
+            np.bincount(cell, (g * weight) ** 2, n_cells), 1e-300)
+        return (1.0 - level[cell] * g) * weight
 
     names = [_JOINT_NAMES[i] for i in idx]
     bounds = ([lo.get(k, -np.inf) for k in names], [hi.get(k, np.inf) for k in names])
