@@ -16,6 +16,7 @@ read the same directory whichever engine trained it.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def run_ray(configs: list[ProbeConfig], out, threads: int = 1, attempts: int = 2
         raise InputError(f"--gpus-per-probe: must be between 0 and 8; got {gpus_per_probe!r}")
     started = not ray.is_initialized()
     if started:
+        if not address:  # Ray runs workers at nice 15 by default: any other process on the machine starves them
+            os.environ.setdefault("RAY_worker_niceness", "0")
         kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         try:
             ray.init(log_to_driver=False, configure_logging=False, **kw)
