@@ -693,7 +693,8 @@ def fit_weight_decay(df, n: str = "params", d: str = "tokens", lr: str = "lr", b
     """Optimal AdamW timescale from an lr x weight-decay sweep (one or more horizons and sizes).
 
     Per (N, D, lr) the loss is a parabola in log tau_epoch through the best run and its neighbours;
-    the cell's optimum is taken at its best lr. Wang & Aitchison's claim that the optimum is a
+    the cell's optimum is taken at its best lr, or, where wd barely matters there (the optimum on
+    the grid's edge), as the median over the lrs whose optimum lies inside the grid. Wang & Aitchison's claim that the optimum is a
     timescale (not a wd) shows as tau* varying little across lrs within a cell (``per_lr``).
 
     >>> rows = [(1e7, D, lr, 1e6, w, 3 + 0.01 * np.log(1e6 / (lr * w * D) / 0.3) ** 2)
@@ -725,31 +726,43 @@ def fit_weight_decay(df, n: str = "params", d: str = "tokens", lr: str = "lr", b
                 continue
             x, best, how = parabola_optimum(np.log(gl["tau"].to_numpy()), gl["loss"].to_numpy())
             no_wd = g[(g["lr"] == lr_) & ~np.isfinite(g["tau"])]["loss"]
+            edge = bool(np.isclose(x, np.log(gl["tau"].min())) or np.isclose(x, np.log(gl["tau"].max())))
             rows.append({"N": N, "D": D, "lr": lr_, "tau_opt": math.exp(x), "loss_opt": best, "method": how,
-                         "at_edge": bool(math.exp(x) in (gl["tau"].min(), gl["tau"].max())),
+                         "at_edge": edge,
                          "gain_vs_no_wd": float(no_wd.mean() / best - 1) if len(no_wd) else float("nan")})
         if not rows:
             continue
         per_lr += rows
-        b = min(rows, key=lambda q: q["loss_opt"])
-        taus = [q["tau_opt"] for q in rows]
-        cells.append({**b, "tpp": D / N, "tau_spread_across_lr": float(max(taus) / min(taus)),
+        b = dict(min(rows, key=lambda q: q["loss_opt"]))
+        inner = [q["tau_opt"] for q in rows if not q["at_edge"]]
+        b["source"] = "the best lr"
+        if b["at_edge"] and inner:  # wd barely matters at the best lr: read tau* where it does
+            b.update(tau_opt=float(np.median(inner)), at_edge=False,
+                     source=f"median over the {len(inner)} lr(s) whose optimum lies inside the grid")
+        cells.append({**b, "tpp": D / N, "tau_spread_across_lr": float(max(inner) / min(inner)) if inner else np.nan,
                       "n_lr": len(rows)})
     if not cells:
         raise InputError(f"df: need a cell with three or more positive weight decays at one lr; "
                          f"the {wd!r} column has {r['wd'].nunique()} distinct value(s)")
     cells, per_lr = pd.DataFrame(cells), pd.DataFrame(per_lr)
-    x, y = np.log(cells["tpp"].to_numpy()), np.log(cells["tau_opt"].to_numpy())
-    if len(cells) >= 2 and np.ptp(x) > math.log(1.5):
+    inside = cells[~cells["at_edge"]]
+    if inside.empty:
+        raise InputError("df: the best timescale lies on the edge of the weight-decay grid at every lr of every "
+                         "cell; extend the grid (more and less decay)")
+    if len(inside) < len(cells):
+        notes.append(f"{len(cells) - len(inside)} cell(s) with the optimum on the grid's edge left out of the law")
+    x, y = np.log(inside["tpp"].to_numpy()), np.log(inside["tau_opt"].to_numpy())
+    if len(inside) >= 2 and np.ptp(x) > math.log(1.5):
         p, log_k = np.polyfit(x, y, 1)
     else:
         p, log_k = 0.0, float(np.mean(y))
         notes.append("one tokens-per-parameter ratio: tau* held constant (Wang & Aitchison 2025)")
-    if cells["at_edge"].any():
-        notes.append(f"the best timescale sits on the edge of the wd grid in {int(cells['at_edge'].sum())} cell(s): "
-                     "extend the grid there")
-    law = {"log_k": float(log_k), "p": float(p), "n_cells": len(cells), "tpp_min": float(cells["tpp"].min()),
-           "tpp_max": float(cells["tpp"].max())}
+    moved = cells["source"] != "the best lr"
+    if moved.any():
+        notes.append(f"in {int(moved.sum())} cell(s) weight decay barely matters at the best lr (its optimum is the "
+                     "grid's edge); tau* there is read at the lrs where it matters")
+    law = {"log_k": float(log_k), "p": float(p), "n_cells": len(inside), "tpp_min": float(inside["tpp"].min()),
+           "tpp_max": float(inside["tpp"].max())}
     return WeightDecayFit(law=law, cells=cells, per_lr=per_lr, runs=r, notes=tuple(notes))
 
 
