@@ -30,7 +30,6 @@ WIDTH_LR, DEPTH_LR = 3e-3, 1e-3
 def main():
     import pandas as pd
 
-    from fits._plot import pyplot
     from probes.coord_check import VARIANTS, coord_check, coord_check_depth, coord_slopes
 
     frames, summary = [], {"width_lr": WIDTH_LR, "depth_lr": DEPTH_LR}
@@ -58,22 +57,22 @@ def main():
     data.to_csv(res / "coord_check.csv", index=False)
     depth.to_csv(res / "coord_check_depth.csv", index=False)
     (res / "coord_check.json").write_text(json.dumps(summary, indent=2))
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, v in zip(axes, ("mup", "sp")):
-        m = data[(data["variant"] == v) & (data["step"] == 5)].groupby(["site", "width"])["l1"].mean().unstack(0)
-        m.plot(ax=ax, marker="o", logx=True, logy=True)
-        ax.set_title(f"{v}: mean |x| after 5 steps (lr {WIDTH_LR:g})")
-        ax.set_xlabel("width")
-    fig.savefig(res / "coord_check.png", dpi=110, bbox_inches="tight")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, sc in zip(axes, ("completep", "none")):
-        m = depth[(depth["scaling"] == sc) & (depth["step"] == 5)].groupby(["site", "depth"])["l1"].mean().unstack(0)
-        m.plot(ax=ax, marker="o", logx=True, logy=True)
-        ax.set_title(f"depth, {sc}: mean |x| after 5 steps (lr {DEPTH_LR:g}, width 64)")
-        ax.set_xlabel("depth")
-    fig.savefig(res / "coord_check_depth.png", dpi=110, bbox_inches="tight")
+    panels(data, "variant", ("mup", "sp"), "width", f"lr {WIDTH_LR:g}", res / "coord_check.png")
+    panels(depth, "scaling", ("completep", "none"), "depth", f"lr {DEPTH_LR:g}, width 64", res / "coord_check_depth.png")
     print(json.dumps(summary, indent=2))
+
+
+def panels(df, by: str, values, axis: str, what: str, path):
+    """Mean |x| per site against ``axis`` after 5 steps, one panel per value of ``by``."""
+    from fits._plot import pyplot
+
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, v in zip(axes, values):
+        m = df[(df[by] == v) & (df["step"] == 5)].groupby(["site", axis])["l1"].mean().unstack(0)
+        m.plot(ax=ax, marker="o", logx=True, logy=True)
+        ax.set_title(f"{v}: mean |x| after 5 steps ({what})")
+        ax.set_xlabel(axis)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":
