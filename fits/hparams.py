@@ -185,6 +185,7 @@ def _local_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+MIN_BOOTSTRAP_CELLS = 4  # fewer cells: no bootstrap interval
 NEAR_OPTIMUM = 0.02  # a run this far (relative loss) above its cell's best counts ~1/sqrt(2) as much
 ROBUST_SCALE = 0.01  # relative residual beyond which a run counts less (soft L1): spikes, half-diverged runs
 
@@ -525,6 +526,8 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     b_var = bool(runs.groupby(["N", "D"])["batch"].nunique().max() >= 3)
     rng = np.random.default_rng(seed)
     samples = []
+    if len(cells) < MIN_BOOTSTRAP_CELLS:  # resampling two or three cells gives a spuriously tight interval
+        bootstrap = 0
     if method == "joint":
         local = _local_runs(runs)
         theta = _joint_laws(local, laws, n_var, d_var, b_var)
@@ -565,6 +568,8 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
                               priors["batch_fit"] / priors["batch_deepseek"], priors["batch_fit"] / priors["batch_steplaw"]])
     priors["flag"] = np.any((ratios > 2) | (ratios < 0.5), axis=1)
     notes = []
+    if len(cells) < MIN_BOOTSTRAP_CELLS:
+        notes.append(f"{len(cells)} cells: too few to bootstrap, so the laws carry no interval")
     if cells["N"].nunique() < 2:
         notes.append("a single model size: the lr law's N exponent is held at 0")
     if cells["D"].nunique() < 2:
