@@ -30,11 +30,15 @@ _PARAMS = ("width", "depth", "lr", "batch_tokens", "seed", "weight_decay", "para
 
 
 def _mlflow():
+    import logging
+
     try:
         import mlflow
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise InputError("mlflow: not installed; install the 'tracking' extra: pip install -e \".[tracking]\"") from None
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):  # no INFO lines on the terminal
+        logging.getLogger(name).setLevel(logging.WARNING)
     return mlflow, MlflowClient
 
 
