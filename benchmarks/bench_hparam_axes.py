@@ -11,8 +11,9 @@ wd       lr x weight decay at width 32 with branches at 2^19 and 2^21 tokens: th
 batch    batch sizes 4..64 sequences x 4 learning rates at width 32, recording the first step at
          which the stable phase reaches each of six target losses: B_crit per target
          (McCandlish et al. 2018) and the law B_crit = k D^b against the tokens each target needs.
-warmup   warmup of 4..256 steps at widths 32 and 64, lr 2^-7, with branches at 2^19 and 2^21
-         tokens: does the best warmup scale with the run (a fraction) or stay a fixed length?
+warmup   warmup of 4..256 steps at width 32 (lr 2^-8, the horizon sweep's optimum, and 2^-7) and
+         width 64 (2^-7), with branches at 2^19 and 2^21 tokens: does the best warmup scale with
+         the run (a fraction) or stay a fixed length, and how does it trade with the lr?
 
 Runs go to benchmarks/runs/<axis> (resumable); results to benchmarks/results/hparam_<axis>.*.
 """
@@ -52,9 +53,10 @@ def spec(axis: str) -> dict:
                           "target_losses": [2.6, 2.4, 2.2, 2.05, 1.95, 1.85]},
                 "data": DATA}
     if axis == "warmup":
-        return {"grid": {"width": [32, 64], "warmup_steps": [4, 16, 64, 256], "tokens": [2 ** 19, 2 ** 21]},
+        return {"grid": {"warmup_steps": [4, 16, 64, 256], "tokens": [2 ** 19, 2 ** 21]},
+                "run": [{"width": 32, "lr": 2.0 ** -8}, {"width": 32, "lr": 2.0 ** -7}, {"width": 64, "lr": 2.0 ** -7}],
                 "model": COMMON_MODEL,
-                "train": {**COMMON_TRAIN, "lr": 2.0 ** -7, "batch_size": 16, "eval_every": 10 ** 9},
+                "train": {**COMMON_TRAIN, "batch_size": 16, "eval_every": 10 ** 9},
                 "data": DATA}
     raise SystemExit(f"axis: must be horizon, wd, batch, warmup or all; got {axis!r}")
 
@@ -141,24 +143,24 @@ def analyze_warmup() -> dict:
     from probes.sweep import export_results
 
     df = export_results(ROOT / "benchmarks" / "runs" / "warmup", final_only=True)
-    df = df[["width", "params", "warmup_steps", "tokens", "batch_tokens", "val_loss", "diverged"]].sort_values(
-        ["width", "tokens", "warmup_steps"])
+    df = df[["width", "params", "lr", "warmup_steps", "tokens", "batch_tokens", "val_loss", "diverged"]].sort_values(
+        ["width", "lr", "tokens", "warmup_steps"])
     df.to_csv(RES / "hparam_warmup.csv", index=False)
-    best = df.loc[df.groupby(["width", "tokens"])["val_loss"].idxmin()]
-    spread = df.groupby(["width", "tokens"])["val_loss"].agg(lambda s: s.max() / s.min() - 1)
+    best = df.loc[df.groupby(["width", "lr", "tokens"])["val_loss"].idxmin()]
+    spread = df.groupby(["width", "lr", "tokens"])["val_loss"].agg(lambda s: s.max() / s.min() - 1)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for k, ((w, tok), g) in enumerate(df.groupby(["width", "tokens"])):
-        ax.plot(g["warmup_steps"], g["val_loss"], marker="o", color=f"C{k}", label=f"width {w}, {tok:,} tokens")
+    for k, ((w, lr_, tok), g) in enumerate(df.groupby(["width", "lr", "tokens"])):
+        ax.plot(g["warmup_steps"], g["val_loss"], marker="o", color=f"C{k}", label=f"width {w}, lr {lr_:g}, {tok:,} tokens")
     ax.set(xscale="log", xlabel="warmup steps", ylabel="final validation loss", title="warmup length")
     ax.legend(fontsize="small")
     fig.savefig(RES / "hparam_warmup.png", dpi=110, bbox_inches="tight")
     return {"best": best.to_dict(orient="records"),
-            "spread": [{"width": w, "tokens": t, "loss_range": v} for (w, t), v in spread.items()]}
+            "spread": [{"width": w, "lr": lr_, "tokens": t, "loss_range": v} for (w, lr_, t), v in spread.items()]}
 
 
 def main():

@@ -84,7 +84,9 @@ def round_batch(batch_tokens: float, seq_len: int) -> tuple[int, int]:
     return seqs, seqs * seq_len
 
 
-WARMUP = "2000 warmup steps (DeepSeek LLM 2024, Sec. 2.3), at most 5% of the run"
+WARMUP = ("2000 warmup steps (DeepSeek LLM 2024, Sec. 2.3), at most 5% of the run: a fixed length, not a fraction "
+          "of the run (on CPU probes the best warmup was the same number of steps in runs of 512 and 2048 steps, "
+          "benchmarks/results/hparam_warmup.json); it trades with the lr, so tune them together")
 
 
 def warmup_steps(total_steps: int) -> int:
