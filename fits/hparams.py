@@ -168,10 +168,9 @@ MIN_WINDOW = 3.0  # ... and at least this factor (irregular grids)
 def _local_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Each cell's runs within ``JOINT_WINDOW`` grid steps (and at least a factor ``MIN_WINDOW``, for
     irregular grids) of its best run in lr and in batch, with a ``cell`` index: near the optimum a
-    smooth bowl describes the loss; far up the high-lr wall
-    (divergence, spikes) it does not."""
+    smooth bowl describes the loss; far up the high-lr wall (divergence, spikes) it does not."""
     parts = []
-    for k, ((N, D), g) in enumerate(runs.groupby(["N", "D"])):
+    for _, g in runs.groupby(["N", "D"]):
         if g["lr"].nunique() < 2:
             continue
         best = g.loc[g["loss"].idxmin()]
@@ -213,8 +212,10 @@ def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
 
     with a level L_c per cell (solved in closed form at every step), the shape of :func:`_bowl`
     shared by all cells, and its depth a power law in N and D (a short run's bowl can be deeper
-    than a long one's; N0, D0: the data's geometric means). The optimum of every cell lies on the laws by construction,
-    so cells share the laws' strength instead of each cell's noisy quadratic standing alone.
+    than a long one's; N0, D0: the data's geometric means). The optimum of every cell lies on the
+    laws by construction, so cells share the laws' strength instead of each cell's noisy quadratic
+    standing alone. Runs far above their cell's best count less (``NEAR_OPTIMUM``), and a soft-L1
+    loss damps spikes (``ROBUST_SCALE``).
     ``free`` names the parameters that vary. Returns the parameters in ``_JOINT_NAMES`` order."""
     from scipy.optimize import least_squares
 
@@ -542,8 +543,8 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
             sub = pd.concat([by_cell[c].assign(cell=i) for i, c in enumerate(pick)], ignore_index=True)
             if (d_var and sub["D"].nunique() < 2) or (n_var and sub["N"].nunique() < 2):
                 continue
-            t = _joint_laws(sub, laws, n_var, d_var, b_var, start=theta)
-            samples.append([*t[:3], *(t[3:5] if b_var else (laws["batch"]["log_k"], laws["batch"]["a_D"]))])
+            th = _joint_laws(sub, laws, n_var, d_var, b_var, start=theta)
+            samples.append([*th[:3], *(th[3:5] if b_var else (laws["batch"]["log_k"], laws["batch"]["a_D"]))])
     else:
         bowl = {}
         for _ in range(bootstrap):
