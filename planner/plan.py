@@ -214,11 +214,13 @@ def _fitted_hyperparameters(hp, shape: ModelShape, tokens: float):
 
 
 def _weight_decay(hparams, lr: float, batch_tokens: int, params: float, tokens: float, family: dict | None):
-    """(wd, source): the probes' own wd; a fitted AdamW-timescale law inside its tokens-per-parameter
-    range (one decade either side); else the prior timescale. Either timescale sets wd from this
+    """(wd, source): the probes' own wd when they used one; a fitted AdamW-timescale law inside its
+    tokens-per-parameter range (one decade either side, N non-embedding as fitted); else the prior
+    timescale. Either timescale sets wd from this
     plan's lr, batch and tokens: wd = B / (lr tau D)."""
-    if hparams == "probes":
-        return float((family or {}).get("weight_decay", 0.0) or 0.0), "the probes' own weight decay"
+    own = float((family or {}).get("weight_decay", 0.0) or 0.0)
+    if hparams == "probes" and own > 0:
+        return own, "the probes' own weight decay"
     law = getattr(hparams, "wd_law", None)
     tpp = tokens / params
     if law and law["tpp_min"] / 10 <= tpp <= law["tpp_max"] * 10:
@@ -230,6 +232,8 @@ def _weight_decay(hparams, lr: float, batch_tokens: int, params: float, tokens: 
         if law:
             src += f" (the fitted timescale law covers D/N {law['tpp_min']:.3g}..{law['tpp_max']:.3g}, not {tpp:.3g})"
     wd = float(f"{rules.weight_decay_for(lr, batch_tokens, tokens, tau):.3g}")  # three figures: a setting, not a fit
+    if hparams == "probes":
+        src += " (the probes trained without weight decay)"
     return wd, f"wd = B / (lr tau D) with {src}"
 
 
@@ -355,7 +359,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
                        f"{at_crit['steps']:,.0f}, at the price of {tokens / at_crit['tokens'] - 1:.0%} more tokens "
                        "than B_crit would use: time to result bought with compute. Keep it when wall-clock binds; "
                        "take B_crit (and train longer) when compute does")
-    wd, wd_src = _weight_decay(hparams, lr, batch_tokens, params, tokens, fam_info)
+    wd, wd_src = _weight_decay(hparams, lr, batch_tokens, shape.non_embedding_params, tokens, fam_info)
     if hparams == "probes":
         warmup = int(fam_info.get("warmup_steps") or rules.warmup_steps(steps))
         warmup_src = "the probes' own warmup (steps)"
@@ -398,7 +402,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         "lr": lr_src, "batch": batch_src + "; rounded to a power-of-two number of sequences",
         "warmup": warmup_src,
         "schedule": rules.SCHEDULE,
-        "weight_decay": wd_src if hparams != "probes" else
+        "weight_decay": wd_src if wd_src.startswith("wd = B") else
         wd_src + (f"; AdamW timescale = {tau:.2g} of the run" if math.isfinite(tau) else ""),
         "hardware": (f"{budget.gpu or 'custom'} peak {budget.peak / 1e12:.4g} TFLOP/s bf16 dense x MFU {budget.mfu}"
                      if budget.peak else "no accelerator given"),

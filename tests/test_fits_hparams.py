@@ -275,7 +275,7 @@ def test_weight_decay_law_recovers_the_timescale_and_the_plan_uses_it(tmp_path):
     plan = make_plan(budget=6 * 1e6 * 8e7 * 3, hparams=hp2, vocab_size=256, seq_len=256)
     from planner import rules
     assert plan.sources["weight_decay"].startswith("wd = B / (lr tau D) with fitted AdamW timescale")
-    tpp = plan.tokens / plan.params
+    tpp = plan.tokens / plan.shape.non_embedding_params  # N as the timescale law was fitted
     tau = rules.adamw_timescale(plan.lr, plan.weight_decay, plan.tokens / plan.batch_tokens)
     assert tau == pytest.approx(float(np.exp(hp2.wd_law["log_k"]) * tpp ** hp2.wd_law["p"]), rel=0.01)
 
