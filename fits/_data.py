@@ -60,8 +60,9 @@ def surface_data(
 ) -> pd.DataFrame:
     """Validate a results table and return a tidy frame with columns N, D, C, loss (+ extras).
 
-    Tokens come from ``d`` or, when ``d`` is None, from ``flops`` as D = C / (6 N).
-    Rows flagged ``diverged`` (a boolean column of that name) are dropped when asked.
+    Tokens come from ``d`` or, when ``d`` is None, from ``flops`` as D = C / (6 N). A table with a
+    ``final`` column (a probe export, or an MLflow experiment read back) keeps its final rows only:
+    mid-run evaluations are not points of the law. Rows flagged ``diverged`` (a boolean column of that name) are dropped when asked.
 
     >>> import pandas as pd
     >>> t = surface_data(pd.DataFrame({"params": [1e6, 2e6], "tokens": [1e8, 1e8], "loss": [3.0, 2.9]}))
@@ -71,6 +72,8 @@ def surface_data(
     df = read_table(source)
     if len(df) == 0:
         raise InputError("df: the results table is empty")
+    if "final" in df.columns:  # a probe export with every evaluation: mid-run rows are not (N, D, loss) points
+        df = df[df["final"].astype(str).str.lower().isin(["true", "1", "1.0"])]
     if drop_diverged and "diverged" in df.columns:
         df = df[~df["diverged"].fillna(False).astype(bool)]
     out = pd.DataFrame({"N": _positive_column(df, n, "n")})
