@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -119,10 +118,9 @@ def analyze_batch() -> dict:
     cb = critical_batch(rows)
     cb.to_csv(RES / "hparam_batch.csv", index=False)
     law = critical_batch_law(cb)
-    import matplotlib
+    from fits._plot import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -148,10 +146,9 @@ def analyze_warmup() -> dict:
     df.to_csv(RES / "hparam_warmup.csv", index=False)
     best = df.loc[df.groupby(["width", "lr", "tokens"])["val_loss"].idxmin()]
     spread = df.groupby(["width", "lr", "tokens"])["val_loss"].agg(lambda s: s.max() / s.min() - 1)
-    import matplotlib
+    from fits._plot import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for k, ((w, lr_, tok), g) in enumerate(df.groupby(["width", "lr", "tokens"])):

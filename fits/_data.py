@@ -9,7 +9,7 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["InputError", "read_table", "surface_data", "budget_groups", "budget_of"]
+__all__ = ["InputError", "read_table", "final_rows", "surface_data", "budget_groups", "budget_of"]
 
 
 def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.DataFrame:
@@ -30,6 +30,14 @@ def read_table(source: pd.DataFrame | str | PathLike, name: str = "df") -> pd.Da
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
             raise InputError(f"{name}: could not read {str(path)!r} as CSV ({exc})") from None
     raise InputError(f"{name}: expected a pandas DataFrame or a CSV path; got {type(source).__name__}")
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The end-of-cooldown rows of a probe table with a ``final`` column (booleans, or their text
+    from a CSV or MLflow); a table without one is returned as it is."""
+    if "final" not in df.columns:
+        return df
+    return df[df["final"].astype(str).str.lower().isin(["true", "1", "1.0"])]
 
 
 def _positive_column(df: pd.DataFrame, col: str, param: str) -> np.ndarray:
@@ -72,8 +80,7 @@ def surface_data(
     df = read_table(source)
     if len(df) == 0:
         raise InputError("df: the results table is empty")
-    if "final" in df.columns:  # a probe export with every evaluation: mid-run rows are not (N, D, loss) points
-        df = df[df["final"].astype(str).str.lower().isin(["true", "1", "1.0"])]
+    df = final_rows(df)  # a probe export with every evaluation: mid-run rows are not (N, D, loss) points
     if drop_diverged and "diverged" in df.columns:
         df = df[~df["diverged"].fillna(False).astype(bool)]
     out = pd.DataFrame({"N": _positive_column(df, n, "n")})

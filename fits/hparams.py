@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._data import read_table
+from ._data import final_rows, read_table
 from ._io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
 
@@ -492,8 +492,7 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
             b_crit_law = critical_batch_law(critical_batch(t, batch=batch), bootstrap=bootstrap, seed=seed)
         except InputError as exc:
             b_crit_note = f"B_crit(D) not fitted: {exc}"
-    if "final" in t.columns:
-        t = t[t["final"].astype(bool)]
+    t = final_rows(t)
     for name, col in (("n", n), ("d", d), ("lr", lr), ("batch", batch), ("loss", loss)):
         if col not in t.columns:
             raise InputError(f"{name}: column {col!r} not found; columns are {list(t.columns)}")
@@ -612,8 +611,7 @@ def lr_horizon_backtest(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     (what applying the probes' lr at any horizon would give), and both errors in grid steps
     (the sweep's own lr ratio)."""
     t = read_table(df)
-    if "final" in t.columns:
-        t = t[t["final"].astype(bool)]
+    t = final_rows(t)
     if d not in t.columns:
         raise InputError(f"d: column {d!r} not found; columns are {list(t.columns)}")
     horizons = np.sort(pd.to_numeric(t[d], errors="coerce").dropna().unique())
@@ -713,8 +711,7 @@ def fit_weight_decay(df, n: str = "params", d: str = "tokens", lr: str = "lr", b
     from .transfer import parabola_optimum
 
     t = read_table(df)
-    if "final" in t.columns:
-        t = t[t["final"].astype(bool)]
+    t = final_rows(t)
     for name, col in (("n", n), ("d", d), ("lr", lr), ("batch", batch), ("wd", wd), ("loss", loss)):
         if col not in t.columns:
             raise InputError(f"{name}: column {col!r} not found; columns are {list(t.columns)}")

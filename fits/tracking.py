@@ -125,7 +125,7 @@ def read_mlflow(source: str) -> pd.DataFrame:
         text = json.loads(tags.get("probe_text", "{}"))
         kinds = set(json.loads(tags.get("probe_int_fields", "[]")))
         cols = {}
-        for name in client.get_run(run.info.run_id).data.metrics:
+        for name in run.data.metrics:  # search_runs carries each run's metric names
             vals = [math.nan] * n
             for m in client.get_metric_history(run.info.run_id, name):
                 if 0 <= m.step < n:

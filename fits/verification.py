@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._data import read_table, surface_data
+from ._data import final_rows, read_table, surface_data
 from .errors import InputError
 
 __all__ = ["verify"]
@@ -34,8 +34,7 @@ def verify(fit, realised, n: str | None = None, d: str | None = None, loss: str 
     d = d or cols.get("d") or "tokens"
     loss = loss or cols.get("loss") or "loss"
     table = read_table(realised, "realised")
-    if "final" in table.columns:
-        table = table[table["final"].astype(str).str.lower().isin(["true", "1"])]
+    table = final_rows(table)
     if len(table) == 0:
         raise InputError("realised: no final rows to verify")
     frame = surface_data(table, n=n, d=d, loss=loss)

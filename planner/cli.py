@@ -143,13 +143,12 @@ def _fit_results(path):
     benchmarks/results/validation.json), else params_total; D from tokens, loss from
     loss (else val_loss); a probes export contributes its end-of-cooldown rows only."""
     from fits import fit_loss_surface
-    from fits._data import read_table
+    from fits._data import final_rows, read_table
 
     from fits._data import surface_data
 
     t = read_table(path, "--results")
-    if "final" in t.columns:
-        t = t[t["final"].astype(str).str.lower().isin(["true", "1"])]
+    t = final_rows(t)
     n = "params_total" if "params_total" in t.columns and "params" not in t.columns else "params"
     loss = "loss" if "loss" in t.columns or "val_loss" not in t.columns else "val_loss"
     fit = fit_loss_surface(t, n=n, d="tokens", loss=loss, bootstrap=200, seed=0)

@@ -196,11 +196,10 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     cand = design_candidates(widths=widths, depth=depth)
     if next_results is not None:
         from fits import fit_loss_surface
-        from fits._data import read_table
+        from fits._data import final_rows, read_table
 
         done = read_table(next_results, "--next")
-        if "final" in done.columns:
-            done = done[done["final"].astype(str).str.lower().isin(["true", "1"])]
+        done = final_rows(done)
         loss = "val_loss" if "val_loss" in done.columns else "loss"
         fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, bootstrap=200, seed=0)
         existing = pd.DataFrame({"group": done["width"], "D": done["tokens"],

@@ -107,7 +107,6 @@ def test_mlflow_round_trip_equals_the_export_and_never_duplicates(tmp_path):
     pytest.importorskip("sqlalchemy")
     from click.testing import CliRunner
 
-    from fits import fit_loss_surface  # noqa: F401 - fit reads the same source
     from fits._data import read_table
     from probes.cli import main as probe
     from probes.sweep import sync_mlflow
