@@ -40,6 +40,20 @@ def _ray_task(cfg: ProbeConfig, out: str, threads: int):
     return _run_locked(cfg, Path(out), False, threads)
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error for a cluster address nothing answers at (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address: must be 'auto', 'host:port' or 'ray://host:port'; got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--address: no Ray cluster answers at {address!r} ({exc.strerror or exc}); start one "
+                         "with `ray start --head`, or leave --address out to start a local one") from None
+
+
 def run_ray(configs: list[ProbeConfig], out, threads: int = 1, attempts: int = 2, address: str | None = None,
             gpus_per_probe: float = 0.0, progress: bool = True, num_cpus: int | None = None) -> dict:
     """Each config as one Ray task needing ``threads`` CPUs and ``gpus_per_probe`` GPUs (fractions
@@ -60,6 +74,8 @@ def run_ray(configs: list[ProbeConfig], out, threads: int = 1, attempts: int = 2
     if started:
         if not address:  # Ray runs workers at nice 15 by default: any other process on the machine starves them
             os.environ.setdefault("RAY_worker_niceness", "0")
+        if address and address != "auto":
+            _check_reachable(address)
         kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         try:
             ray.init(log_to_driver=False, configure_logging=False, **kw)

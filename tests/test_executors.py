@@ -100,6 +100,10 @@ def test_executor_choices_and_missing_slurm_are_one_line_errors(tmp_path, monkey
     assert r.exit_code == 2 and "sbatch is not on the PATH" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(probe, ["run", str(grid), "--out", str(tmp_path / "runs"), "--address", "auto"])
     assert r.exit_code == 2 and "--address: applies to --executor ray only" in r.output
+    pytest.importorskip("ray")
+    r = CliRunner().invoke(probe, ["run", str(grid), "--out", str(tmp_path / "runs"), "--executor", "ray",
+                                   "--address", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "no Ray cluster answers at" in r.output and "Traceback" not in r.output
 
 
 def test_mlflow_round_trip_equals_the_export_and_never_duplicates(tmp_path):
