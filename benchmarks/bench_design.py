@@ -67,29 +67,28 @@ def _score(table, truth, target, seed):
                  "inside": bool(a["loss_low"][0] <= true <= a["loss_high"][0])}
 
 
-def _sequential(prior, cand, target, budget, truth, rng, seed):
+def _sequential(prior, cand, target, budget, observe, seed):
+    """A third of the budget on the one-shot design from ``prior``, then 4 runs at a time chosen with
+    the refit of everything so far as the prior, until the budget is spent. ``observe(idx)`` returns
+    the runs' table (params, tokens, loss)."""
     first = design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA, **DESIGN)
     idx = _rows(cand, first)
-    table = _simulate(cand, idx, truth, rng, seed)
+    table = observe(idx)
     while run_cost(cand.loc[idx]) < budget * 0.98:
+        existing = cand.loc[idx, ["group", "N", "D", "fpt"]]
+        pool = cand.drop(index=idx)
         try:
             fit = fit_loss_surface(table[["params", "tokens", "loss"]], bootstrap=100, trust=False, calibrate=False,
                                    seed=seed)
+            nxt = design_runs(fit, pool, target, k=4, noise=SIGMA, prior_scale=1.0, existing=existing, **DESIGN)
         except ValueError:  # too few runs to fit yet: the rest of the budget goes to the one-shot design
-            rest = design_runs(prior, cand.drop(index=idx), target, budget=budget - run_cost(cand.loc[idx]),
-                               noise=SIGMA, existing=cand.loc[idx, ["group", "D", "fpt"]], **DESIGN)
-            more = _rows(cand, rest)
-            idx += more
-            table = pd.concat([table, _simulate(cand, more, truth, rng, seed)], ignore_index=True)
-            break
-        existing = cand.loc[idx, ["group", "D", "fpt"]]
-        pool = cand.drop(index=idx)
-        nxt = design_runs(fit, pool, target, k=4, noise=SIGMA, prior_scale=1.0, existing=existing, **DESIGN)
+            nxt = design_runs(prior, pool, target, budget=budget - run_cost(cand.loc[idx]), noise=SIGMA,
+                              existing=existing, **DESIGN)
         picked = [i for i in _rows(pool, nxt) if run_cost(cand.loc[idx + [i]]) <= budget]  # labels of cand
         if not picked:
             break
         idx += picked
-        table = pd.concat([table, _simulate(cand, picked, truth, rng, seed)], ignore_index=True)
+        table = pd.concat([table, observe(picked)], ignore_index=True)
     return idx, table
 
 
@@ -98,18 +97,21 @@ def simulation(name, prior, cand, target, budget, draws, seed=0):
     cand = cand.reset_index(drop=True)
     opt = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **DESIGN))
     opt3 = _rows(cand, design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA, **DESIGN))
+    trusting = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **{**DESIGN, "misfit": 0.0}))
     grid = isoflop_baseline(cand, budget)
     boot = prior.bootstrap_params
     rows = []
     for r in range(draws):
         truth = dict(zip(LAW.param_names, boot[rng.integers(len(boot))]))
+        observe = lambda idx: _simulate(cand, idx, truth, rng, r)
         for design, idx in (("default isoFLOP grid", grid), ("random", None), ("optimal", opt),
-                            ("optimal at 1/3 cost", opt3), ("sequential", "seq")):
+                            ("optimal at 1/3 cost", opt3), ("optimal, form trusted", trusting),
+                            ("sequential", "seq")):
             if idx == "seq":
-                idx, table = _sequential(prior, cand, target, budget, truth, rng, r)
+                idx, table = _sequential(prior, cand, target, budget, observe, r)
             else:
                 idx = _random(cand, budget, rng) if idx is None else idx
-                table = _simulate(cand, idx, truth, rng, r)
+                table = observe(idx)
             try:
                 _, s = _score(table, truth, target, r)
             except ValueError:
@@ -120,8 +122,11 @@ def simulation(name, prior, cand, target, budget, draws, seed=0):
     return rows
 
 
-def replay(path, label, frac=0.1, seeds=20):
-    """Real runs: candidates below 10% of the largest compute, 10% of their compute to spend."""
+def replay(path, label, fracs=(0.05, 0.1, 0.2), seeds=20, design_seeds=3):
+    """Real runs: candidates below 10% of the largest compute; the design may spend ``fracs`` of their
+    compute; the fit of the chosen runs predicts the held-out runs at >= 1/3 of the largest compute.
+    Random subsets over ``seeds``, the optimal design over ``design_seeds`` draws of the prior's
+    refits, the sequential design once per fraction."""
     t = pd.read_csv(path)
     if "Model Size" in t.columns:
         t = t.sort_values("loss").iloc[:-5]
@@ -133,27 +138,34 @@ def replay(path, label, frac=0.1, seeds=20):
     held = t[C >= C.max() / 3]
     pool = t[C < C.max() / 10].reset_index(drop=True)
     cand = pool.assign(group=np.arange(len(pool)), fpt=6 * pool["N"])
-    budget = frac * float((6 * pool["N"] * pool["D"]).sum())
     target = float((6 * held["N"] * held["D"]).median())
     prior = load_preset("besiroglu2024")
+    observe = lambda idx: pool.loc[idx, ["N", "D", "loss"]].rename(columns={"N": "params", "D": "tokens"}).reset_index(
+        drop=True)
     rows = []
 
-    def score(idx, design, seed):
-        sub = pool.loc[idx]
+    def score(idx, design, frac, seed):
         try:
-            fit = fit_loss_surface(pd.DataFrame({"params": sub["N"], "tokens": sub["D"], "loss": sub["loss"]}))
+            fit = fit_loss_surface(observe(idx))
         except ValueError:
             return
         err = np.abs(fit.predict(held["N"], held["D"]) / held["loss"] - 1)
-        rows.append({"setting": f"replay {label}", "design": design, "draw": seed, "runs": len(idx),
+        rows.append({"setting": f"replay {label}", "design": design, "frac": frac, "draw": seed, "runs": len(idx),
                      "cost": run_cost(cand.loc[idx]), "err": float(err.mean())})
 
-    score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **DESIGN)), "optimal", 0)
-    grid = isoflop_baseline(cand, budget)
-    score(grid, "default isoFLOP grid", 0)
     rng = np.random.default_rng(0)
-    for s in range(seeds):
-        score(_random(cand, budget, rng), "random", s)
+    for frac in fracs:
+        budget = frac * float((6 * pool["N"] * pool["D"]).sum())
+        for s in range(design_seeds):
+            score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, seed=s, **DESIGN)),
+                  "optimal", frac, s)
+            score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, seed=s,
+                                          **{**DESIGN, "misfit": 0.0})), "optimal, form trusted", frac, s)
+        score(isoflop_baseline(cand, budget), "default isoFLOP grid", frac, 0)
+        score(_sequential(prior, cand, target, budget, observe, 0)[0], "sequential", frac, 0)
+        for s in range(seeds):
+            score(_random(cand, budget, rng), "random", frac, s)
+        print(f"replay {label}: {frac:.0%} of the pool's compute", flush=True)
     return rows
 
 
@@ -181,17 +193,17 @@ def main():
     df = pd.DataFrame(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     df.to_csv(OUT / "design.csv", index=False)
-    summary = df.groupby(["setting", "design"]).agg(
+    if "frac" not in df.columns:
+        df["frac"] = np.nan
+    summary = df.groupby(["setting", "frac", "design"], dropna=False).agg(
         err_mean=("err", "mean"), err_median=("err", "median"), half_width_mean=("half_width", "mean"),
         coverage=("inside", "mean"), cost=("cost", "mean"), runs=("runs", "mean"), n=("err", "size")).reset_index()
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     out = {"seconds": time.perf_counter() - t0, "draws": args.draws, "sigma": SIGMA,
            "summary": summary.to_dict(orient="records")}
-    import time as _t
-
-    t1 = _t.perf_counter()
+    t1 = time.perf_counter()
     design_runs(load_preset("besiroglu2024"), chin, 1e23, budget=1e20, noise=SIGMA, **DESIGN)
-    out["design_seconds_192_candidates"] = _t.perf_counter() - t1
+    out["design_seconds_192_candidates"] = time.perf_counter() - t1
     (OUT / "design.json").write_text(json.dumps(out, indent=1, default=float))
     _plot(summary)
 
@@ -203,17 +215,23 @@ def _plot(summary):
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(summary["setting"]))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.8), squeeze=False)
     for ax, s in zip(axes[0], settings):
         sub = summary[summary["setting"] == s]
-        x = np.arange(len(sub))
-        ax.bar(x - 0.2, 100 * sub["err_mean"], 0.4, label="target |error| (mean)")
-        if sub["half_width_mean"].notna().any():
+        if sub["frac"].notna().any():  # replays: error against the share of the pool's compute spent
+            for design, g in sub.groupby("design"):
+                ax.plot(100 * g["frac"], 100 * g["err_mean"], "o-", label=design)
+            ax.set_xlabel("% of the pool's compute spent")
+            ax.set_ylabel("mean |error| on held-out runs (%)")
+            ax.legend(fontsize="xx-small")
+        else:
+            x = np.arange(len(sub))
+            ax.bar(x - 0.2, 100 * sub["err_mean"], 0.4, label="target |error| (mean)")
             ax.bar(x + 0.2, 100 * sub["half_width_mean"], 0.4, label="90% half-width (mean)")
-        ax.set_xticks(x, sub["design"], rotation=30, ha="right", fontsize="x-small")
+            ax.set_xticks(x, sub["design"], rotation=30, ha="right", fontsize="x-small")
+            ax.set_ylabel("% of the loss")
+            ax.legend(fontsize="xx-small")
         ax.set_title(s, fontsize="x-small")
-        ax.set_ylabel("% of the loss")
-    axes[0][0].legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(OUT / "design.png", dpi=110)
 

@@ -1,11 +1,13 @@
 """End to end on CPU: design -> probe run -> fit -> plan, the optimal design against the default
 isoFLOP ladder at the same probe cost.
 
-    python benchmarks/design_e2e.py [--target 1e14] [--probe-budget 2e12] [--workers 2]
+    python benchmarks/design_e2e.py [--target 3e13] [--probe-budget 8e12] [--workers 2]
 
 Both grids are trained with the probe runner (resumable, under benchmarks/runs/design_e2e/), fitted
 with 200 bootstrap refits, and planned at the target: the 90% interval of the planned loss and
-of N_opt. Writes benchmarks/results/design_e2e.json.
+of N_opt. Each fit also predicts the runs the chain validation trained at 3x and 10x the default
+ladder's largest budget (benchmarks/results/validation.csv, same probe configuration): |error| and
+whether each realised loss lies inside its 90% interval. Writes benchmarks/results/design_e2e.json.
 """
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ RUNS = ROOT / "benchmarks" / "runs" / "design_e2e"
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", type=float, default=1e14)
-    ap.add_argument("--probe-budget", type=float, default=2e12)
+    ap.add_argument("--target", type=float, default=3e13)
+    ap.add_argument("--probe-budget", type=float, default=8e12)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    from fits import fit_loss_surface
+    import pandas as pd
+
+    from fits import fit_loss_surface, verify
     from fits.design import run_cost
     from planner import make_plan
     from probes.cli import main as probe
@@ -38,8 +42,6 @@ def main():
     optimal = load_grid(RUNS / "optimal.toml")
 
     def cost(configs):
-        import pandas as pd
-
         return run_cost(pd.DataFrame([{"group": c.model.width, "D": float(t), "fpt": c.model.flops_per_token}
                                       for c in configs for t in c.train.tokens]))
 
@@ -47,16 +49,30 @@ def main():
     (RUNS / "ladder.toml").write_text(design_grid(spent) + "\n")
     ladder = load_grid(RUNS / "ladder.toml")
     out = {"target": args.target, "probe_budget": args.probe_budget}
+    val = ROOT / "benchmarks" / "results" / "validation.csv"
+    realised = None
+    if val.is_file():  # one row per realised run, N non-embedding as the fits count it
+        v = pd.read_csv(val)
+        v = v[v["n_kind"] == "non_embedding"]
+        realised = pd.DataFrame({"params": v["N"], "tokens": v["D"], "val_loss": v["realised"]})
     for name, configs in (("optimal", optimal), ("ladder", ladder)):
         run_sweep(configs, RUNS / name, workers=args.workers, threads=1 if args.workers > 1 else None)
         table = export_results(RUNS / name, RUNS / f"{name}.csv", final_only=True)
+        table = table[table["run_id"].isin({c.key() for c in configs})]  # this grid's runs, not earlier designs'
         fit = fit_loss_surface(table, n="params", d="tokens", loss="val_loss", bootstrap=200, seed=0)
         plan = make_plan(fit, args.target)
         out[name] = {"runs": len(configs), "rows": len(table), "cost_flops": cost(configs),
                      "status": fit.status, "loss": plan.loss, "loss_low": plan.loss_low, "loss_high": plan.loss_high,
                      "half_width": (plan.loss_high - plan.loss_low) / 2 / plan.loss,
                      "params": plan.params, "params_low": plan.intervals.get("params_low"),
-                     "params_high": plan.intervals.get("params_high"), "warnings": fit.warnings}
+                     "params_high": plan.intervals.get("params_high"),
+                     "widths": sorted({c.model.width for c in configs}),
+                     "warnings": fit.warnings}
+        if realised is not None:
+            ver = verify(fit, realised, loss="val_loss")
+            half = (ver["high"] - ver["low"]) / 2 / ver["predicted"]
+            out[name]["realised"] = {"runs": len(ver), "mean_abs_error": float(ver["rel_error"].abs().mean()),
+                                     "inside_90": int(ver["inside"].sum()), "mean_half_width": float(half.mean())}
         print(name, json.dumps(out[name], indent=1, default=float))
     out["half_width_ratio_ladder_over_optimal"] = out["ladder"]["half_width"] / out["optimal"]["half_width"]
     from fits._io import to_jsonable

@@ -9,6 +9,12 @@ inverse covariance of a fit's bootstrap refits (a published preset's, or the use
 refits already carry the runs it has seen), widened by ``prior_scale``. The variance is averaged
 over draws of the law from those refits, so the design does not bet on one law.
 
+The form itself may be wrong. Its misfit delta(log N, log D) is a smooth Gaussian process added to
+every run's log loss and to the decision (Kennedy & O'Hagan 2001): runs near the target's optimum
+inform delta there, and runs close to each other share it, so a cluster of cheap runs far from the
+target buys less than the form alone says. Computed in function space: the joint covariance of q and
+every candidate's log loss, conditioned on each chosen run by a rank-one update.
+
 Runs are picked greedily by variance removed per FLOP. Cost follows the probe runner: one WSD run
 per width reaches its largest token count, and each smaller count of the same width is a branch
 cooldown costing only its last ``cooldown_frac`` of steps.
@@ -26,6 +32,15 @@ from .errors import InputError
 __all__ = ["DesignResult", "design_runs", "design_variance", "isoflop_baseline", "run_cost"]
 
 CRITERIA = ("loss", "n_opt")
+# The form's own misfit (sd of log loss, correlation length in decades of N and D): the best of
+# 0.01-0.05 over 1-2 decades on replays of the Chinchilla and Farseer tables, where trusting the form
+# (0) lost to random subsets (benchmarks/results/design.json).
+MISFIT = 0.03
+MISFIT_LENGTH = 1.5
+# The share of a run's noise variance common to all its branches (one seed, one trajectory up to the
+# branch points; a branch adds only its cooldown's share): without it, branches of one width count as
+# independent runs and a design piles them onto the cheapest width (benchmarks/results/design_e2e.json).
+SHARED_NOISE = 0.8
 _Z90 = 1.6448536269514722
 
 
@@ -81,42 +96,71 @@ def _criterion_gradient(law, theta, target: float, criterion: str) -> np.ndarray
     return g
 
 
+def _curvature(law, theta, target: float) -> float:
+    """d^2 log L / ds^2 along the isoFLOP line (log N = log N* + s, log D = log D* - s) at the optimum."""
+    p = law.from_theta(theta)
+    n, d = (float(np.ravel(v)[0]) for v in law.optimal(target, p))
+    h = 0.05
+    f = [math.log(float(law(n * math.exp(s), d * math.exp(-s), p))) for s in (-h, 0.0, h)]
+    return (f[0] - 2 * f[1] + f[2]) / h**2
+
+
+def _kernel(a: np.ndarray, b: np.ndarray, amp: float, length: float) -> np.ndarray:
+    """Squared-exponential covariance of the form's misfit between points (log10 N, log10 D)."""
+    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return amp**2 * np.exp(-d2 / (2 * length**2))
+
+
 @dataclass
 class _Model:
-    """Everything the greedy search needs, per law draw: candidate Jacobians, criterion gradients,
-    the prior (or current posterior) precision and the run noise."""
+    """Joint Gaussian covariance, per law draw, of the decision q and every candidate's log loss,
+    conditioned on the runs chosen so far. Entry 0 is q; entry 1 + i is candidate i."""
 
-    J: np.ndarray        # (S, n_cand, p)
-    g: np.ndarray        # (S, p)
-    precision: np.ndarray  # (p, p)
+    C: np.ndarray  # (S, 1 + n_cand, 1 + n_cand)
     sigma: float
 
-    def covariances(self, rows) -> np.ndarray:
-        """Posterior covariance per draw with candidate ``rows`` added, (S, p, p)."""
-        rows = np.asarray(rows, dtype=int)
-        lam = self.precision[None] + np.einsum("snp,snq->spq", self.J[:, rows], self.J[:, rows]) / self.sigma**2
-        return np.linalg.inv(lam)
+    def variance(self) -> float:
+        """Mean over draws of Var(q) given the runs conditioned on so far."""
+        return float(np.mean(self.C[:, 0, 0]))
 
-    def variance(self, rows) -> float:
-        """Mean over draws of Var(q) with candidate ``rows`` added."""
-        cov = self.covariances(rows)
-        return float(np.mean(np.einsum("sp,spq,sq->s", self.g, cov, self.g)))
+    def gains(self) -> np.ndarray:
+        """Mean over draws of the variance each candidate would remove: Cov(q, y_i)^2 / Var(y_i)."""
+        var = self.C[:, 1:, 1:].diagonal(axis1=1, axis2=2)  # 0 for runs already observed
+        return np.mean(self.C[:, 0, 1:] ** 2 / np.maximum(var, 1e-300), axis=0)
 
-    def gains(self, cov: np.ndarray) -> np.ndarray:
-        """Mean over draws of the variance each candidate removes, given covariances ``cov``
-        (Sherman-Morrison: (g' S J_i)^2 / (sigma^2 + J_i' S J_i))."""
-        u = np.einsum("spq,sq->sp", cov, self.g)                   # S g
-        gj = np.einsum("snp,sp->sn", self.J, u)                     # g' S J_i
-        jj = np.einsum("snp,spq,snq->sn", self.J, cov, self.J)      # J_i' S J_i
-        return np.mean(gj**2 / (self.sigma**2 + jj), axis=0)
+    def observe(self, i: int) -> None:
+        """Condition on candidate i's run (a rank-one update of every draw's covariance)."""
+        c = self.C[:, :, 1 + i].copy()
+        self.C -= np.einsum("sa,sb->sab", c, c) / c[:, 1 + i][:, None, None]
+
+    def variance_with(self, rows) -> float:
+        """Var(q) with candidate ``rows`` observed (the model itself is left as it is)."""
+        m = _Model(self.C.copy(), self.sigma)
+        for i in rows:
+            m.observe(int(i))
+        return m.variance()
 
 
 def _build(prior, candidates: pd.DataFrame, target: float, criterion: str, noise: float | None,
-           prior_scale: float, n_draws: int, seed: int) -> _Model:
+           prior_scale: float, n_draws: int, seed: int, misfit: float = 0.0, misfit_length: float = 1.0,
+           seen: pd.DataFrame | None = None, shared_noise: float = 0.0) -> _Model:
+    """The linearised model: log L_i = f(theta) + J_i dtheta + delta(x_i) + noise, with theta from the
+    prior's refits (covariance x ``prior_scale``) and delta a smooth misfit of the form (amplitude
+    ``misfit`` in log loss, correlation length ``misfit_length`` decades of N and D). Of the noise
+    variance sigma^2, the fraction ``shared_noise`` is common to every row of one ``group`` (the
+    branches of one training run share its seed). ``seen`` (columns N, D, group): runs already in
+    the prior fit; they inform delta and their run's noise only (their information on theta is in the
+    fit's refits)."""
     if criterion not in CRITERIA:
         raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
     if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
         raise InputError(f"target: must be a finite positive number of FLOPs; got {target!r}")
+    if not (isinstance(misfit, (int, float)) and math.isfinite(misfit) and misfit >= 0):
+        raise InputError(f"misfit: must be a finite number >= 0 (sd of log loss); got {misfit!r}")
+    if not (isinstance(misfit_length, (int, float)) and math.isfinite(misfit_length) and misfit_length > 0):
+        raise InputError(f"misfit_length: must be a finite number of decades > 0; got {misfit_length!r}")
+    if not (isinstance(shared_noise, (int, float)) and 0 <= shared_noise < 1):
+        raise InputError(f"shared_noise: must be a fraction in [0, 1); got {shared_noise!r}")
     law = prior.law
     if law.variables:
         raise InputError(f"prior: the {law.name} form needs extra data per run; design with a law of N and D")
@@ -124,13 +168,55 @@ def _build(prior, candidates: pd.DataFrame, target: float, criterion: str, noise
     cov = np.cov(boot.T) * prior_scale
     cov = cov + 1e-12 * np.trace(cov) * np.eye(len(cov))
     sigma = float(noise if noise is not None else max(prior.noise_scale, 0.01))
-    N, D = candidates["N"].to_numpy(float), candidates["D"].to_numpy(float)
+    n = len(candidates)
+    cols = ["N", "D", "group"] if "group" in candidates.columns else ["N", "D"]
+    pts = candidates[cols]
+    if seen is not None and len(seen) and (misfit > 0 or shared_noise > 0):
+        # runs already done join the joint vector with no law rows, are observed, then dropped
+        pts = pd.concat([pts, seen[[c for c in cols if c in seen.columns]]], ignore_index=True)
+    N, D = pts["N"].to_numpy(float), pts["D"].to_numpy(float)
+    x = np.column_stack([np.log10(N), np.log10(D)])
     with np.errstate(all="ignore"):
-        J = np.stack([_jacobian(law, t, N, D) for t in thetas])
+        J = np.stack([_jacobian(law, t, N[:n], D[:n]) for t in thetas])
         g = np.stack([_criterion_gradient(law, t, target, criterion) for t in thetas])
     J = np.where(np.isfinite(J), J, 0.0)
-    ok = np.all(np.isfinite(g), axis=1)
-    return _Model(J=J[ok], g=g[ok], precision=np.linalg.inv(cov), sigma=sigma)
+    J = np.concatenate([J, np.zeros((len(thetas), len(pts) - n, J.shape[2]))], axis=1)
+    gid = pd.factorize(pts["group"])[0] if "group" in pts.columns else np.full(len(pts), -1)  # -1: no known run
+    same_run = ((gid[:, None] == gid[None]) & (gid[:, None] >= 0)) | np.eye(len(pts), dtype=bool)
+    noise_cov = sigma**2 * ((1 - shared_noise) * np.eye(len(pts)) + shared_noise * same_run)
+    K = _kernel(x, x, misfit, misfit_length) + noise_cov
+    keep = np.flatnonzero(np.all(np.isfinite(g), axis=1))
+    C = np.empty((len(keep), len(pts) + 1, len(pts) + 1))
+    for s, t in enumerate(keep):
+        G = np.vstack([g[t], J[t]])
+        C[s] = G @ cov @ G.T
+        C[s, 1:, 1:] += K
+        if misfit > 0:
+            row, var = _misfit_of_decision(law, thetas[t], target, criterion, x, misfit, misfit_length)
+            C[s, 0, 1:] += row
+            C[s, 1:, 0] += row
+            C[s, 0, 0] += var
+    C = C[np.all(np.isfinite(C), axis=(1, 2))]
+    if not len(C):
+        raise InputError("prior: no draw of the law gives a finite design criterion at this target")
+    model = _Model(C, sigma)
+    for i in range(n, len(pts)):
+        model.observe(i)
+    model.C = np.ascontiguousarray(model.C[:, : n + 1, : n + 1])
+    return model
+
+
+def _misfit_of_decision(law, theta, target, criterion, x, amp, length):
+    """Covariance of the decision's misfit with the misfit at points ``x``, and its variance. For the
+    loss, the decision carries delta at the optimum; for log N_opt, a misfit slope along the isoFLOP
+    line moves the optimum by -slope / curvature."""
+    p = law.from_theta(theta)
+    xs = np.log10([[float(np.ravel(v)[0]) for v in law.optimal(target, p)]])
+    k = _kernel(xs, x, amp, length)[0]
+    if criterion == "loss":
+        return k, amp**2
+    scale = -1.0 / (math.log(10) * _curvature(law, theta, target))  # d(ln N_opt) per unit slope in log10 units
+    return k * ((x[:, 0] - xs[0, 0]) - (x[:, 1] - xs[0, 1])) / length**2 * scale, 2 * amp**2 / length**2 * scale**2
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +231,8 @@ class DesignResult:
     start_half_width: float
     sigma: float
     baseline: dict | None = None
+    misfit: float = 0.0
+    misfit_length: float = 1.0
 
     @property
     def half_width(self) -> float:
@@ -158,7 +246,10 @@ class DesignResult:
     def report(self) -> str:
         what = "predicted loss" if self.criterion == "loss" else "compute-optimal N"
         pct = lambda hw: f"+{math.expm1(hw):.2%}/-{-math.expm1(-hw):.2%}"  # log half-width as relative bounds
-        lines = [f"Probe design for the {what} at {self.target:.3g} FLOPs (run noise {self.sigma:.3g} in log loss)",
+        misfit = (f"; the form's misfit: sd {self.misfit:.3g} over {self.misfit_length:.3g} decades of N and D"
+                  if self.misfit > 0 else "; the form trusted (no misfit)")
+        lines = [f"Probe design for the {what} at {self.target:.3g} FLOPs (run noise {self.sigma:.3g} in log loss"
+                 f"{misfit})",
                  f"  expected 90% interval: {pct(self.start_half_width)} now -> {pct(self.half_width)} after "
                  f"{len(self.runs)} run(s) costing {self.cost:.3g} FLOPs"]
         if self.baseline:
@@ -185,26 +276,38 @@ class DesignResult:
 
 
 def design_variance(prior, candidates: pd.DataFrame, chosen, target: float, criterion: str = "loss",
-                    noise: float | None = None, prior_scale: float = 100.0, n_draws: int = 16, seed: int = 0) -> float:
+                    noise: float | None = None, prior_scale: float = 100.0, n_draws: int = 16, seed: int = 0,
+                    misfit: float = MISFIT, misfit_length: float = MISFIT_LENGTH,
+                    shared_noise: float = SHARED_NOISE) -> float:
     """Expected 90% half-width (log units) of the decision after the candidate rows ``chosen``."""
-    m = _build(prior, candidates.reset_index(drop=True), target, criterion, noise, prior_scale, n_draws, seed)
-    return float(_Z90 * math.sqrt(m.variance(chosen)))
+    m = _build(prior, candidates.reset_index(drop=True), target, criterion, noise, prior_scale, n_draws, seed,
+               misfit, misfit_length, shared_noise=shared_noise)
+    return float(_Z90 * math.sqrt(m.variance_with(chosen)))
 
 
 def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | None = None, k: int | None = None,
                 criterion: str = "loss", noise: float | None = None, prior_scale: float = 100.0,
                 n_draws: int = 16, seed: int = 0, existing: pd.DataFrame | None = None,
-                cooldown_frac: float = 0.2, cost_power: float = 1.0, spread: int = 3) -> DesignResult:
+                cooldown_frac: float = 0.2, cost_power: float = 1.0, spread: int = 3,
+                misfit: float = MISFIT, misfit_length: float = MISFIT_LENGTH,
+                shared_noise: float = SHARED_NOISE) -> DesignResult:
     """Pick runs from ``candidates`` (columns N, D, group, fpt; one row per (width, tokens)) that
     most shrink the variance of the decision at ``target`` FLOPs, greedily by variance removed per
     FLOP, until ``budget`` FLOPs are spent or ``k`` runs are picked.
 
     ``prior`` is a :class:`fits.LossSurfaceFit` with bootstrap refits: a preset's (``prior_scale``
     widens its covariance, as the user's data are not the paper's) or a fit of the runs already
-    done (then give ``prior_scale=1``). ``existing`` (columns group, D, fpt) are runs already paid
-    for: a branch of an existing width costs only its cooldown when shorter than its longest run.
+    done (then give ``prior_scale=1``). ``existing`` (columns group, D, fpt, and N to inform the
+    misfit) are runs already paid for: a branch of an existing width costs only its cooldown when
+    shorter than its longest run.
     ``cost_power``: a run's score is the variance it removes / its cost^cost_power (1: per FLOP;
     0: the budget is only a limit).
+    ``misfit``, ``misfit_length``: the form's own misfit, a smooth Gaussian process in (log10 N,
+    log10 D) with this sd of log loss and correlation length in decades. With it, runs near the
+    target's optimum tell more than the form alone says and clustered runs tell less: the design
+    stops trusting the form to carry small runs to the target.
+    ``shared_noise``: the share of the run noise variance that every row of one group (the branches
+    of one run) has in common.
     ``spread``: a fresh design (a budget, no existing runs) first takes the cheapest run of this many
     widths spaced evenly in log N over those whose cheapest run costs at most budget / (2 spread).
     The linearised criterion trusts the form: left alone, it spends a small budget on the
@@ -218,36 +321,40 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     if not need <= set(candidates.columns):
         raise InputError(f"candidates: need columns {sorted(need)}; got {list(candidates.columns)}")
     cand = candidates.reset_index(drop=True)
-    m = _build(prior, cand, target, criterion, noise, prior_scale, n_draws, seed)
+    seen = existing if existing is not None and {"N", "D"} <= set(existing.columns) else None
+    m = _build(prior, cand, target, criterion, noise, prior_scale, n_draws, seed, misfit, misfit_length, seen,
+               shared_noise)
     groups = pd.factorize(pd.concat([cand["group"], existing["group"]]) if existing is not None and len(existing)
                           else cand["group"])[0]
     gid, fpt, D = groups[:len(cand)], cand["fpt"].to_numpy(float), cand["D"].to_numpy(float)
     longest = np.zeros(groups.max() + 1)  # each group's longest run so far (0: none)
     if existing is not None and len(existing):
         np.maximum.at(longest, groups[len(cand):], existing["D"].to_numpy(float))
-    chosen: list[int] = []
-    var = m.variance([])
+    var = m.variance()
     start = _Z90 * math.sqrt(var)
-    cov = m.covariances([])
+    chosen: list[int] = []
     rows, spent = [], 0.0
-    seeds = (_spread_seeds(cand, gid, fpt * D, budget, spread)
-             if budget is not None and spread > 1 and (existing is None or not len(existing)) else [])
-    for i in seeds:
+
+    def take(i: int, cost: float) -> None:
+        nonlocal spent, var
         chosen.append(i)
-        spent += float(fpt[i] * D[i])
-        longest[gid[i]] = D[i]
-        v = m.variance(chosen)
-        rows.append({**{c: cand.loc[i, c] for c in cand.columns}, "marginal_cost": float(fpt[i] * D[i]),
-                     "cost_so_far": spent, "half_width_after": _Z90 * math.sqrt(v),
-                     "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
+        spent += cost
+        longest[gid[i]] = max(longest[gid[i]], D[i])
+        m.observe(i)
+        v = m.variance()
+        rows.append({**{c: cand.loc[i, c] for c in cand.columns}, "marginal_cost": cost, "cost_so_far": spent,
+                     "half_width_after": _Z90 * math.sqrt(v), "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
         var = v
-    cov = m.covariances(chosen)
+
+    if budget is not None and spread > 1 and (existing is None or not len(existing)):
+        for i in _spread_seeds(cand, gid, fpt * D, budget, spread):
+            take(i, float(fpt[i] * D[i]))
     while k is None or len(chosen) < k:
         top = longest[gid]
         # a new width pays for its run; a longer run of a width turns its old longest into a branch
         extra = np.where(top == 0, fpt * D, np.where(D > top, fpt * (D - top + cooldown_frac * top),
                                                      cooldown_frac * fpt * D))
-        gain = m.gains(cov)
+        gain = m.gains()
         ok = np.ones(len(cand), bool)
         ok[chosen] = False
         if budget is not None:
@@ -256,17 +363,9 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
             break
         score = gain / np.maximum(extra, 1e-30) ** cost_power
         i = int(np.flatnonzero(ok)[np.argmax(score[ok])])
-        chosen.append(i)
-        spent += float(extra[i])
-        longest[gid[i]] = max(longest[gid[i]], D[i])
-        cov = m.covariances(chosen)
-        v = float(np.mean(np.einsum("sp,spq,sq->s", m.g, cov, m.g)))
-        rows.append({**{c: cand.loc[i, c] for c in cand.columns}, "marginal_cost": float(extra[i]),
-                     "cost_so_far": spent, "half_width_after": _Z90 * math.sqrt(v),
-                     "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
-        var = v
+        take(i, float(extra[i]))
     return DesignResult(runs=pd.DataFrame(rows), criterion=criterion, target=float(target), start_half_width=start,
-                        sigma=m.sigma)
+                        sigma=m.sigma, misfit=float(misfit), misfit_length=float(misfit_length))
 
 
 def _spread_seeds(cand: pd.DataFrame, gid: np.ndarray, cost: np.ndarray, budget: float, spread: int) -> list[int]:

@@ -135,6 +135,10 @@ def export_cmd(out, csv, final_only):
               help="What to pin down at the target: the predicted loss, or log N_opt.")
 @click.option("--noise", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Run-to-run sd of log loss [default: the prior fit's, at least 0.01].")
+@click.option("--misfit", type=click.FloatRange(min=0), default=None,
+              help="sd of the loss form's own misfit, in log loss, a smooth process over 1.5 decades of N and D: "
+                   "0 trusts the form [default: 0.03, the best of 0.01-0.05 on replays of the Chinchilla and "
+                   "Farseer tables].")
 @click.option("--widths", default=None, help="Candidate widths, comma-separated [default: 32..512].")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--budgets", "n_budgets", default=4, show_default=True, type=click.IntRange(min=1),
@@ -144,7 +148,7 @@ def export_cmd(out, csv, final_only):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid here (TOML).")
 @guarded
 def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, next_results, k, prior, criterion,
-               noise, widths, depth, n_budgets, ratio, out):
+               noise, misfit, widths, depth, n_budgets, ratio, out):
     """Design probe runs. With --budget: the default isoFLOP ladder that spends it (one WSD run per
     width records every level it reaches by branch cooldowns). With --target and --probe-budget: the
     runs, within that cost, that most shrink the interval of the plan at the target (optimal
@@ -163,7 +167,7 @@ def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, nex
         text = design_grid(budget, widths=ws, depth=depth, n_budgets=n_budgets, ratio=ratio)
     else:
         text = _optimal_design(target, probe_budget, unit, dict(gpu=gpu, mfu=mfu, price_per_hour=price_per_hour),
-                               next_results, k, prior, criterion, noise, ws, depth)
+                               next_results, k, prior, criterion, noise, misfit, ws, depth)
     if out:
         atomic_write_text(Path(out), text + "\n")
         click.echo(f"wrote {out} (probe run {out})")
@@ -181,19 +185,21 @@ def _widths(text: str) -> tuple:
     return ws
 
 
-def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, criterion, noise, widths, depth) -> str:
+def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, criterion, noise, misfit, widths,
+                    depth) -> str:
     """The optimal (or sequential) design as a grid TOML, its report in the header."""
     import dataclasses
 
     import pandas as pd
 
-    from fits.design import design_runs, design_variance
+    from fits.design import MISFIT, design_runs, design_variance
     from planner.budget import Budget
     from planner.plan import resolve_fit
 
     from .sweep import cost_words, design_candidates, ladder_levels, ladder_runs, runs_toml
 
     cand = design_candidates(widths=widths, depth=depth)
+    opts = dict(criterion=criterion, noise=noise, misfit=MISFIT if misfit is None else misfit)
     if next_results is not None:
         from fits import fit_loss_surface
         from fits._data import final_rows, read_table
@@ -202,11 +208,10 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
         done = final_rows(done)
         loss = "val_loss" if "val_loss" in done.columns else "loss"
         fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, bootstrap=200, seed=0)
-        existing = pd.DataFrame({"group": done["width"], "D": done["tokens"],
+        existing = pd.DataFrame({"group": done["width"], "N": done["params"], "D": done["tokens"],
                                  "fpt": [cand.loc[cand["width"] == w, "fpt"].iloc[0] if (cand["width"] == w).any()
                                          else np.nan for w in done["width"]]}) if "width" in done.columns else None
-        res = design_runs(fit, cand, target, k=k, criterion=criterion, noise=noise, prior_scale=1.0,
-                          existing=existing)
+        res = design_runs(fit, cand, target, k=k, prior_scale=1.0, existing=existing, **opts)
         head = f"next {k} runs given {len(done)} finished rows of {next_results}"
     else:
         if probe_budget is None:
@@ -216,7 +221,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
             ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
             prior = str(ref) if ref.is_file() else "besiroglu2024"
         fit = resolve_fit(prior)
-        res = design_runs(fit, cand, target, budget=flops, criterion=criterion, noise=noise)
+        res = design_runs(fit, cand, target, budget=flops, **opts)
         if res.runs.empty:
             raise InputError(f"--probe-budget: {flops:.3g} FLOPs buys no candidate run (the cheapest costs "
                              f"{(cand['fpt'] * cand['D']).min():.3g} FLOPs)")
@@ -230,7 +235,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
                               "fpt": float(cand.loc[cand["width"] == r["width"], "fpt"].iloc[0])}
                              for r in lad for t in r["tokens"]])
         if len(rows):
-            hw90 = design_variance(fit, rows, range(len(rows)), target, criterion=criterion, noise=noise)
+            hw90 = design_variance(fit, rows, range(len(rows)), target, **opts)
             res = dataclasses.replace(res, baseline={"cost": sum(r["cost"] for r in lad), "n_runs": len(rows),
                                                      "half_width": hw90})
         head = f"optimal design within {flops:.3g} FLOPs (prior: {prior})"

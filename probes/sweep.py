@@ -466,9 +466,12 @@ def ladder_toml(levels=LADDER_LEVELS, header: str = "", warmup_steps: int = 32, 
 
 def design_candidates(widths=LADDER_WIDTHS, depth: int = 2, seq_len: int = 128, batch_size: int = 8,
                       tpp_range=(4.0, 500.0), n_tokens: int = 16, d_head: int = 16,
-                      vocab_size: int = 257) -> "pd.DataFrame":
+                      vocab_size: int = 257, min_steps: int = 800) -> "pd.DataFrame":
     """Candidate probe runs for :func:`fits.design.design_runs`: every width at ``n_tokens``
-    log-spaced token counts (whole optimizer steps) with tokens per parameter inside ``tpp_range``.
+    log-spaced token counts (whole optimizer steps) with tokens per parameter inside ``tpp_range``
+    and at least ``min_steps`` steps (25x the probes' 32 warmup steps, the default ladder's shortest
+    run: a shorter run's loss measures its warmup more than its model, and lies outside the data of
+    the reference fit the design starts from).
     Columns width, N (non-embedding parameters, the fit's default N), D, group (the width: one WSD
     run per width, branches for its shorter counts), fpt (FLOPs per token)."""
     import pandas as pd
@@ -479,7 +482,8 @@ def design_candidates(widths=LADDER_WIDTHS, depth: int = 2, seq_len: int = 128, 
         m = ModelConfig(width=w, depth=depth, d_head=d_head, base_width=min(widths), seq_len=seq_len,
                         vocab_size=vocab_size)
         lo, hi = tpp_range[0] * m.params_total, tpp_range[1] * m.params_total
-        steps = sorted({max(1, round(t / step_tokens)) for t in np.geomspace(lo, hi, n_tokens)})
+        steps = sorted({max(1, round(t / step_tokens)) for t in np.geomspace(lo, hi, n_tokens)
+                        if t >= min_steps * step_tokens})
         for st in steps:
             rows.append({"width": w, "N": float(m.non_embedding_params), "D": float(st * step_tokens),
                          "group": w, "fpt": m.flops_per_token})
