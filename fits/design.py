@@ -96,10 +96,8 @@ def _criterion_gradient(law, theta, target: float, criterion: str) -> np.ndarray
     return g
 
 
-def _curvature(law, theta, target: float) -> float:
-    """d^2 log L / ds^2 along the isoFLOP line (log N = log N* + s, log D = log D* - s) at the optimum."""
-    p = law.from_theta(theta)
-    n, d = (float(np.ravel(v)[0]) for v in law.optimal(target, p))
+def _curvature(law, p: dict, n: float, d: float) -> float:
+    """d^2 log L / ds^2 along the isoFLOP line (log N = log n + s, log D = log d - s) at the optimum (n, d)."""
     h = 0.05
     f = [math.log(float(law(n * math.exp(s), d * math.exp(-s), p))) for s in (-h, 0.0, h)]
     return (f[0] - 2 * f[1] + f[2]) / h**2
@@ -211,11 +209,12 @@ def _misfit_of_decision(law, theta, target, criterion, x, amp, length):
     loss, the decision carries delta at the optimum; for log N_opt, a misfit slope along the isoFLOP
     line moves the optimum by -slope / curvature."""
     p = law.from_theta(theta)
-    xs = np.log10([[float(np.ravel(v)[0]) for v in law.optimal(target, p)]])
+    opt = [float(np.ravel(v)[0]) for v in law.optimal(target, p)]
+    xs = np.log10([opt])
     k = _kernel(xs, x, amp, length)[0]
     if criterion == "loss":
         return k, amp**2
-    scale = -1.0 / (math.log(10) * _curvature(law, theta, target))  # d(ln N_opt) per unit slope in log10 units
+    scale = -1.0 / (math.log(10) * _curvature(law, p, *opt))  # d(ln N_opt) per unit slope in log10 units
     return k * ((x[:, 0] - xs[0, 0]) - (x[:, 1] - xs[0, 1])) / length**2 * scale, 2 * amp**2 / length**2 * scale**2
 
 
