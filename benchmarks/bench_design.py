@@ -8,7 +8,8 @@ Run from the repository root:  python benchmarks/bench_design.py [--draws 12]
    loss. Each design is trained (simulated), fitted with 100 bootstrap refits, and scored at the
    target: |error| of the predicted loss of the fit's own compute-optimal plan, and the 90%
    interval's half-width. Designs: the default isoFLOP ladder, random designs, the optimal design
-   at the same cost and at 1/3 of it, and the sequential design (a third of the budget optimally,
+   at the same cost and at 1/3 of it, the simulation-checked design (probe design's default: the
+   proposal whose simulated fits miss least), and the sequential design (a third of the budget optimally,
    then 4 runs at a time chosen with the refit as prior).
 2. Replay on real runs (../shared/data): the runs below 10% of each table's largest compute are
    the candidates (each its own run), and the design may spend 10% of their compute; the fit of the
@@ -38,6 +39,7 @@ OUT = ROOT / "benchmarks" / "results"
 LAW = get_form("chinchilla")
 SIGMA = 0.01
 DESIGN = {"cost_power": 1.0}  # options of every design_runs call (--cost-power)
+CHECK = 32  # simulated fits per proposal of the simulation-checked design (probe design's default)
 
 
 def _rows(cand, design) -> list[int]:
@@ -98,6 +100,7 @@ def simulation(name, prior, cand, target, budget, draws, seed=0):
     opt = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **DESIGN))
     opt3 = _rows(cand, design_runs(prior, cand, target, budget=budget / 3, noise=SIGMA, **DESIGN))
     trusting = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, **{**DESIGN, "misfit": 0.0}))
+    checked = _rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, simulate=CHECK, **DESIGN))
     grid = isoflop_baseline(cand, budget)
     boot = prior.bootstrap_params
     rows = []
@@ -106,6 +109,7 @@ def simulation(name, prior, cand, target, budget, draws, seed=0):
         observe = lambda idx: _simulate(cand, idx, truth, rng, r)
         for design, idx in (("default isoFLOP grid", grid), ("random", None), ("optimal", opt),
                             ("optimal at 1/3 cost", opt3), ("optimal, form trusted", trusting),
+                            ("optimal, simulation-checked", checked),
                             ("sequential", "seq")):
             if idx == "seq":
                 idx, table = _sequential(prior, cand, target, budget, observe, r)
@@ -161,6 +165,8 @@ def replay(path, label, fracs=(0.05, 0.1, 0.2), seeds=20, design_seeds=3):
                   "optimal", frac, s)
             score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, seed=s,
                                           **{**DESIGN, "misfit": 0.0})), "optimal, form trusted", frac, s)
+        score(_rows(cand, design_runs(prior, cand, target, budget=budget, noise=SIGMA, simulate=CHECK, **DESIGN)),
+              "optimal, simulation-checked", frac, 0)
         score(isoflop_baseline(cand, budget), "default isoFLOP grid", frac, 0)
         score(_sequential(prior, cand, target, budget, observe, 0)[0], "sequential", frac, 0)
         for s in range(seeds):

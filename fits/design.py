@@ -15,6 +15,10 @@ inform delta there, and runs close to each other share it, so a cluster of cheap
 target buys less than the form alone says. Computed in function space: the joint covariance of q and
 every candidate's log loss, conditioned on each chosen run by a rank-one update.
 
+The linearisation cannot see a fit that wanders off to a bound (a floor E at 0 on a small table), so
+a fresh design can be checked by the fitter itself (``simulate``): a few seedings of the greedy are
+each fitted on simulated runs from laws drawn from the prior, and the one that misses least is kept.
+
 Runs are picked greedily by variance removed per FLOP. Cost follows the probe runner: one WSD run
 per width reaches its largest token count, and each smaller count of the same width is a branch
 cooldown costing only its last ``cooldown_frac`` of steps.
@@ -29,7 +33,8 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["DesignResult", "design_runs", "design_variance", "isoflop_baseline", "run_cost"]
+__all__ = ["DesignResult", "design_runs", "design_variance", "isoflop_baseline", "run_cost", "simulate_design",
+           "summarise_simulation"]
 
 CRITERIA = ("loss", "n_opt")
 # The form's own misfit (sd of log loss, correlation length in decades of N and D): the best of
@@ -41,6 +46,16 @@ MISFIT_LENGTH = 1.5
 # branch points; a branch adds only its cooldown's share): without it, branches of one width count as
 # independent runs and a design piles them onto the cheapest width (benchmarks/results/design_e2e.json).
 SHARED_NOISE = 0.8
+# The N x D interaction the Chinchilla form lacks (log loss per decade of N per decade of D), which the
+# simulated truths of ``simulate_design`` carry: fitted to the form's residuals it is -0.025 on the Farseer
+# table (and explains 70% of their variance), -0.012 on Chinchilla's, -0.08 on the CPU probes: larger
+# models gain more from more data than the form allows (benchmarks/results/design_interaction.json).
+INTERACTION = 0.03
+# The designs a simulation check compares with the unchecked one (``spread`` seed widths reaching up to
+# budget / (2 spread)): (seed widths, the largest seed's cheapest run as a share of the budget). A wider
+# reach buys one larger width early; on the CPU ladder's prior, at 3e13 FLOPs with 8e12 of probes, that
+# halved the simulated fits ending with E on its bound (benchmarks/results/design_e2e.json).
+PROPOSALS = ((2, 3 / 4), (3, 1 / 3), (3, 1 / 2), (4, 1 / 4))
 _Z90 = 1.6448536269514722
 
 
@@ -54,6 +69,11 @@ def run_cost(design: pd.DataFrame, cooldown_frac: float = 0.2) -> float:
         d = np.sort(g["D"].to_numpy(float))
         total += float(g["fpt"].iloc[0]) * (d[-1] + cooldown_frac * d[:-1].sum())
     return total
+
+
+def _sigma(prior, noise: float | None) -> float:
+    """Run-to-run sd of log loss: as given, else the prior fit's residual scale, at least 0.01."""
+    return float(noise if noise is not None else max(prior.noise_scale, 0.01))
 
 
 def _samples(prior, n_draws: int, seed: int) -> np.ndarray:
@@ -165,7 +185,7 @@ def _build(prior, candidates: pd.DataFrame, target: float, criterion: str, noise
     thetas, boot = _samples(prior, n_draws, seed)
     cov = np.cov(boot.T) * prior_scale
     cov = cov + 1e-12 * np.trace(cov) * np.eye(len(cov))
-    sigma = float(noise if noise is not None else max(prior.noise_scale, 0.01))
+    sigma = _sigma(prior, noise)
     n = len(candidates)
     cols = ["N", "D", "group"] if "group" in candidates.columns else ["N", "D"]
     pts = candidates[cols]
@@ -232,6 +252,7 @@ class DesignResult:
     baseline: dict | None = None
     misfit: float = 0.0
     misfit_length: float = 1.0
+    simulated: pd.DataFrame | None = None
 
     @property
     def half_width(self) -> float:
@@ -256,6 +277,14 @@ class DesignResult:
             lines.append(f"  default isoFLOP ladder at the same cost ({b['cost']:.3g} FLOPs, {b['n_runs']} runs): "
                          f"{pct(b['half_width'])}; this design's interval is "
                          f"{b['half_width'] / max(self.half_width, 1e-12):.2f}x narrower")
+        if self.simulated is not None and len(self.simulated):
+            lines.append(f"  simulated fits (laws drawn from the prior, bent by an N x D term of sd {INTERACTION:g} "
+                         "per decade^2, misfit and noise as above; |error| of the decision over usable fits; unusable: "
+                         "the fit ended off 'converged', e.g. E on its bound):")
+            for r in self.simulated.itertuples():
+                lines.append(f"    {r.design:<32} {r.runs:>3} runs  median {r.median_abs_error:.2%}, "
+                             f"90% {r.p90_abs_error:.2%}, unusable {r.unusable}/{r.sims}"
+                             + ("  <- chosen" if r.chosen else ""))
         if len(self.runs):
             span = math.log10(self.runs["N"].max() / self.runs["N"].min())
             if span < 1.0:  # measured: such designs can leave the floor E unplaced (benchmarks/results/design_e2e.json)
@@ -284,12 +313,93 @@ def design_variance(prior, candidates: pd.DataFrame, chosen, target: float, crit
     return float(_Z90 * math.sqrt(m.variance_with(chosen)))
 
 
+# A simulated fit that ends anywhere but "converged" gives a plan with no usable interval (a floor on its
+# bound widened the bootstrap interval to +-42%: benchmarks/results/design_e2e.json); it scores as a 100% error.
+UNUSABLE = 1.0
+
+
+def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, criterion: str = "loss",
+                    noise: float | None = None, misfit: float = MISFIT, misfit_length: float = MISFIT_LENGTH,
+                    shared_noise: float = SHARED_NOISE, seed: int = 0, progress: bool = False,
+                    interaction: float = INTERACTION) -> pd.DataFrame:
+    """Check a design with the fitter itself rather than its linearisation: ``n_sims`` times, draw a
+    true law from the prior's bootstrap refits, the form's misfit (the Gaussian process of
+    :func:`design_runs`) and each run's noise (``shared_noise`` of it common to one ``group``),
+    simulate the losses of ``runs`` (columns N, D, group), fit them with :func:`fit_loss_surface`
+    as a user would, and score the decision at ``target``.
+
+    One row per draw: ``error`` (log units, fitted minus true: the planned loss against the true
+    loss at the planned allocation, misfit included; or log N_opt against the law's own), the fit's
+    ``status`` ("failed" when the fitter refuses the table) and ``usable`` (status "converged").
+    The truths also carry an N x D bend the form lacks, gamma (log10 N - n*)(log10 D - d*) about the
+    target's optimum, gamma ~ N(0, ``interaction``^2). The same ``seed`` draws the same laws and bends
+    for every design (common random numbers), so two designs' scores differ by their runs more than by
+    their luck."""
+    from .surface import fit_loss_surface
+
+    if criterion not in CRITERIA:
+        raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
+    if not isinstance(n_sims, (int, np.integer)) or n_sims < 1:
+        raise InputError(f"n_sims: must be an integer >= 1; got {n_sims!r}")
+    law, sigma = prior.law, _sigma(prior, noise)
+    _, boot = _samples(prior, 1, seed)
+    common = np.random.default_rng(seed)  # the laws and their bends: the same for every design
+    pick, bends = common.integers(len(boot), size=n_sims), common.normal(0.0, interaction, size=n_sims)
+    rng = np.random.default_rng([seed, len(runs)])
+    N, D = runs["N"].to_numpy(float), runs["D"].to_numpy(float)
+    gid = pd.factorize(runs["group"])[0] if "group" in runs.columns else np.arange(len(runs))
+    it = range(n_sims)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="simulated fits", unit="fit", leave=False)
+    out = []
+    for s in it:
+        p = law.from_theta(boot[pick[s]])
+        opt = [float(np.ravel(v)[0]) for v in law.optimal(target, p)]
+        x = np.log10(np.column_stack([np.append(N, opt[0]), np.append(D, opt[1])]))
+        K = _kernel(x, x, misfit, misfit_length) + 1e-12 * np.eye(len(x))
+        delta = np.linalg.cholesky(K) @ rng.standard_normal(len(x)) if misfit > 0 else np.zeros(len(x))
+        eps = (sigma * math.sqrt(shared_noise) * rng.standard_normal(gid.max() + 1)[gid]
+               + sigma * math.sqrt(1 - shared_noise) * rng.standard_normal(len(N)))
+        bend = bends[s] * (x[:-1, 0] - x[-1, 0]) * (x[:-1, 1] - x[-1, 1])
+        with np.errstate(all="ignore"):
+            y = np.log(law(N, D, p)) + delta[:-1] + bend + eps
+        row = {"sim": s, "error": np.nan, "status": "failed"}
+        try:
+            f = fit_loss_surface(pd.DataFrame({"N": N, "D": D, "L": np.exp(y)}), n="N", d="D", loss="L",
+                                 group=None, trust=False)
+            n_fit, d_fit = [float(np.ravel(v)[0]) for v in law.optimal(target, f.params)]
+            if criterion == "n_opt":
+                err = math.log(n_fit / opt[0])
+            else:
+                err = math.log(float(law(n_fit, d_fit, f.params)) / float(law(n_fit, d_fit, p))) - delta[-1]
+            row.update(error=err, status=f.status)
+        except (InputError, ArithmeticError, ValueError, np.linalg.LinAlgError):
+            pass
+        out.append(row)
+    df = pd.DataFrame(out)
+    df["usable"] = df["status"].eq("converged") & np.isfinite(df["error"])
+    return df
+
+
+def summarise_simulation(sim: pd.DataFrame) -> dict:
+    """A :func:`simulate_design` table in a few numbers: the median and 90th percentile of |error| over
+    the usable fits, how many were not usable, and the score designs are ranked by (mean |error|, an
+    unusable fit counting as ``UNUSABLE``)."""
+    err = sim.loc[sim["usable"], "error"].abs()
+    return {"sims": len(sim), "median_abs_error": float(err.median()) if len(err) else math.nan,
+            "p90_abs_error": float(err.quantile(0.9)) if len(err) else math.nan,
+            "unusable": int((~sim["usable"]).sum()),
+            "score": float(np.where(sim["usable"], sim["error"].abs(), UNUSABLE).mean())}
+
+
 def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | None = None, k: int | None = None,
                 criterion: str = "loss", noise: float | None = None, prior_scale: float = 100.0,
                 n_draws: int = 16, seed: int = 0, existing: pd.DataFrame | None = None,
                 cooldown_frac: float = 0.2, cost_power: float = 1.0, spread: int = 3,
                 misfit: float = MISFIT, misfit_length: float = MISFIT_LENGTH,
-                shared_noise: float = SHARED_NOISE) -> DesignResult:
+                shared_noise: float = SHARED_NOISE, simulate: int = 0, progress: bool = False) -> DesignResult:
     """Pick runs from ``candidates`` (columns N, D, group, fpt; one row per (width, tokens)) that
     most shrink the variance of the decision at ``target`` FLOPs, greedily by variance removed per
     FLOP, until ``budget`` FLOPs are spent or ``k`` runs are picked.
@@ -311,6 +421,12 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     widths spaced evenly in log N over those whose cheapest run costs at most budget / (2 spread).
     The linearised criterion trusts the form: left alone, it spends a small budget on the
     cheapest widths, whose fit could not place the floor E (benchmarks/results/design_e2e.json).
+    ``simulate``: for a fresh design, check the greedy designs of every seeding in ``PROPOSALS``
+    (seed widths, and how far up in size they reach) by this many simulated fits each
+    (:func:`simulate_design`, the same laws for each) and keep the one whose fits miss the target
+    least, an unusable fit (a floor on its bound) counting as a 100% miss; ``DesignResult.simulated``
+    holds the comparison. The linearised criterion cannot see a fit that wanders off to a bound; the
+    fitter can. 0: no check (seconds, not a minute).
     """
     if budget is None and k is None:
         raise InputError("budget/k: give a probe budget (FLOPs) or a number of runs to propose")
@@ -329,6 +445,39 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     longest = np.zeros(groups.max() + 1)  # each group's longest run so far (0: none)
     if existing is not None and len(existing):
         np.maximum.at(longest, groups[len(cand):], existing["D"].to_numpy(float))
+    if not isinstance(simulate, (int, np.integer)) or simulate < 0:
+        raise InputError(f"simulate: must be an integer >= 0 (simulated fits per design); got {simulate!r}")
+    fresh = budget is not None and (existing is None or not len(existing))
+    checked = simulate > 0 and fresh
+    options = []
+    for sp, reach in ((spread, 1 / (2 * spread)),) + (PROPOSALS if checked else ()):
+        rows, start = _greedy(_Model(m.C.copy(), m.sigma), cand, gid, fpt, D, longest.copy(), budget, k,
+                              sp if fresh else 0, reach, cooldown_frac, cost_power)
+        if all(not r.equals(rows) for _, r in options):
+            options.append(((sp, reach), rows))
+    rows = options[0][1]
+    simulated = None
+    if checked and len(rows):
+        table = []
+        for (sp, reach), r in options:
+            sim = (simulate_design(prior, r, target, simulate, criterion, noise, misfit, misfit_length, shared_noise,
+                                   seed, progress) if len(r) else pd.DataFrame({"error": [], "usable": []}))
+            table.append({"design": f"{sp} seed widths, reach {reach:.2g}", "runs": len(r),
+                          "cost": r["cost_so_far"].iloc[-1] if len(r) else 0.0,
+                          "half_width": r["half_width_after"].iloc[-1] if len(r) else start,
+                          **summarise_simulation(sim)})
+        simulated = pd.DataFrame(table)
+        best = int(simulated["score"].fillna(UNUSABLE).idxmin())
+        simulated["chosen"] = simulated.index == best
+        rows = options[best][1]
+    return DesignResult(runs=rows, criterion=criterion, target=float(target), start_half_width=start,
+                        sigma=m.sigma, misfit=float(misfit), misfit_length=float(misfit_length), simulated=simulated)
+
+
+def _greedy(m: "_Model", cand, gid, fpt, D, longest, budget, k, spread, reach, cooldown_frac, cost_power):
+    """The greedy design on model ``m`` (conditioned in place): ``spread`` seed widths first (0: none),
+    then the run removing the most variance per FLOP until ``budget`` or ``k``. Returns (rows, start
+    half-width)."""
     var = m.variance()
     start = _Z90 * math.sqrt(var)
     chosen: list[int] = []
@@ -345,8 +494,8 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
                      "half_width_after": _Z90 * math.sqrt(v), "gain": _Z90 * (math.sqrt(var) - math.sqrt(v))})
         var = v
 
-    if budget is not None and spread > 1 and (existing is None or not len(existing)):
-        for i in _spread_seeds(cand, gid, fpt * D, budget, spread):
+    if budget is not None and spread > 1:
+        for i in _spread_seeds(cand, gid, fpt * D, budget, spread, reach):
             take(i, float(fpt[i] * D[i]))
     while k is None or len(chosen) < k:
         top = longest[gid]
@@ -363,15 +512,16 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
         score = gain / np.maximum(extra, 1e-30) ** cost_power
         i = int(np.flatnonzero(ok)[np.argmax(score[ok])])
         take(i, float(extra[i]))
-    return DesignResult(runs=pd.DataFrame(rows), criterion=criterion, target=float(target), start_half_width=start,
-                        sigma=m.sigma, misfit=float(misfit), misfit_length=float(misfit_length))
+    return pd.DataFrame(rows), start
 
 
-def _spread_seeds(cand: pd.DataFrame, gid: np.ndarray, cost: np.ndarray, budget: float, spread: int) -> list[int]:
-    """The cheapest run of ``spread`` widths spaced evenly in log N (see ``design_runs``)."""
+def _spread_seeds(cand: pd.DataFrame, gid: np.ndarray, cost: np.ndarray, budget: float, spread: int,
+                  reach: float) -> list[int]:
+    """The cheapest run of ``spread`` widths spaced evenly in log N over the widths whose cheapest run
+    costs at most ``reach`` of the budget (see ``design_runs``)."""
     cheapest = {}
     for i, (g, c) in enumerate(zip(gid, cost)):
-        if c <= budget / (2 * spread) and (g not in cheapest or c < cost[cheapest[g]]):
+        if c <= reach * budget and (g not in cheapest or c < cost[cheapest[g]]):
             cheapest[g] = i
     if len(cheapest) < 2:
         return []

@@ -29,7 +29,7 @@ from .forms import STATUSES, Form, get_form
 if TYPE_CHECKING:  # pandas and scipy load only when a table is built or a fit is run,
     import pandas as pd  # so that loading a saved fit to plan stays fast
 
-__all__ = ["LossSurfaceFit", "fit_loss_surface", "load_fit"]
+__all__ = ["LossSurfaceFit", "fit_loss_surface", "load_fit", "residual_interaction"]
 
 SCHEMA = "scaling-planner/loss-surface-fit"
 SCHEMA_VERSION = 1
@@ -99,7 +99,7 @@ class LossSurfaceFit:
     def checks(self) -> "pd.DataFrame":
         """Identifiability checks as a tidy table (check, reason): the fit status when it is not
         ``converged``, then each named diagnostic (at_bound, E_not_identified, narrow_span,
-        too_few_sizes, exponent_tradeoff, flat_isoflops, off_grid_isoflops, approach2_bias)."""
+        too_few_sizes, exponent_tradeoff, flat_isoflops, off_grid_isoflops, approach2_bias, nd_interaction)."""
         import pandas as pd
 
         rows = [] if self.status == "converged" else [(self.status, STATUSES.get(self.status, self.message))]
@@ -365,6 +365,15 @@ class LossSurfaceFit:
         scale = self.options.get("distance_scale")
         return 1.0 + self.extrapolation_decades(N, D) / scale if scale else 1.0
 
+    def bend_at(self, N, D) -> np.ndarray | None:
+        """The residual N x D bend carried to (N, D), in log loss: gamma (log10 N - centre)(log10 D -
+        centre) (see :func:`residual_interaction`); None when the fit measured none worth warning of."""
+        bend = self.options.get("nd_interaction")
+        if not interaction_warned(bend):
+            return None
+        return bend["gamma"] * (np.log10(np.asarray(N, float)) - bend["log10_N_centre"]) * (
+            np.log10(np.asarray(D, float)) - bend["log10_D_centre"])
+
     def decades_beyond_fit(self, C) -> np.ndarray:
         """How many decades of compute C lies outside the fitted budgets (0 inside)."""
         logc = np.log10(np.asarray(C, dtype=float))
@@ -589,6 +598,57 @@ def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
     return out
 
 
+# An N x D bend of the residuals is warned of when it would move a prediction one decade beyond the data in
+# both N and D by more than this (log loss) and lies 3 standard errors from 0. Against the Chinchilla form it
+# is -0.012 on Chinchilla's own table, -0.025 on Farseer's, -0.08 on the default CPU probes
+# (benchmarks/results/interaction.json).
+INTERACTION_WARN = 0.02
+
+
+def residual_interaction(N, D, log_resid) -> dict:
+    """The N x D interaction left in a fit's residuals (log observed - log predicted): the coefficient
+    ``gamma`` of (log10 N - mean)(log10 D - mean) in a least-squares fit with an intercept and both main
+    effects, its standard error ``se``, and ``share``, the part of the residual variance it explains
+    beyond the other three terms. gamma < 0: larger models gain more from more data than the form
+    allows, so losses beyond the data in both N and D fall below its predictions."""
+    n, d, r = np.log10(np.asarray(N, float)), np.log10(np.asarray(D, float)), np.asarray(log_resid, float)
+    n, d = n - n.mean(), d - d.mean()
+    X = np.column_stack([np.ones_like(n), n, d, n * d])
+    coef, *_ = np.linalg.lstsq(X, r, rcond=None)
+    ssr = float(((r - X @ coef) ** 2).sum())
+    base, *_ = np.linalg.lstsq(X[:, :3], r, rcond=None)
+    ssr0 = float(((r - X[:, :3] @ base) ** 2).sum())
+    dof = max(len(r) - 4, 1)
+    cov = ssr / dof * np.linalg.pinv(X.T @ X)
+    return {"gamma": float(coef[3]), "se": float(math.sqrt(max(cov[3, 3], 0.0))),
+            "share": float(1 - ssr / ssr0) if ssr0 > 0 else 0.0}
+
+
+def _interaction_of(frame, log_resid) -> dict | None:
+    """:func:`residual_interaction` of a fit's rows with the centre it is measured about (log10 N, log10 D
+    means), or None when the table is too small to tell (under 8 rows, or under 3 sizes or token counts)."""
+    if len(frame) < 8 or frame["N"].nunique() < 3 or frame["D"].nunique() < 3:
+        return None
+    return {**residual_interaction(frame["N"], frame["D"], log_resid),
+            "log10_N_centre": float(np.log10(frame["N"]).mean()), "log10_D_centre": float(np.log10(frame["D"]).mean())}
+
+
+def interaction_warned(bend: dict | None) -> bool:
+    """Whether a residual bend is large enough (> ``INTERACTION_WARN``) and sure enough (3 se) to warn of."""
+    return bool(bend) and abs(bend["gamma"]) > INTERACTION_WARN and abs(bend["gamma"]) >= 3 * bend["se"]
+
+
+def _diagnose_interaction(form: Form, bend: dict | None) -> list[str]:
+    if not interaction_warned(bend):
+        return []
+    g = bend["gamma"]
+    return [f"nd_interaction: the residuals bend with N x D ({g:+.3f} log loss per decade of N per decade of D, "
+            f"se {bend['se']:.3f}; {bend['share']:.0%} of the variance the other terms leave), a term the {form.name} "
+            f"form lacks: one decade beyond the data in both N and D the loss would run ~{abs(g):.1%} "
+            f"{'below' if g < 0 else 'above'} this fit's prediction; a form with an N-D term (farseer, given "
+            "enough runs) can follow it"]
+
+
 def _diagnose_samples(form: Form, boot, frame) -> list[str]:
     """Identifiability read off the data's shape and the bootstrap: too few distinct sizes or token
     counts for the form, and exponents that trade off (bootstrap correlation near +-1)."""
@@ -786,8 +846,9 @@ def fit_loss_surface(
         "loss_min": frame["loss"].min(), "loss_max": frame["loss"].max(),
         "n_budgets": int(groups_budget.max() + 1),
     }
+    bend = _interaction_of(frame, -resid)
     diag = (_diagnose(law, params, frame, fixed) + _diagnose_samples(law, boot, frame)
-            + _diagnose_isoflops(law, params, frame, groups_budget))
+            + _diagnose_isoflops(law, params, frame, groups_budget) + _diagnose_interaction(law, bend))
     src = df if isinstance(df, (str, Path)) else "DataFrame"
     noise, noise_src = _run_noise(table, n, d, loss, run_noise)
     used_group = _group_column(table, group)
@@ -803,7 +864,7 @@ def fit_loss_surface(
                  "n_definition": _n_definition(table, n, n_kind),
                  "shape_family": _shape_family(table),
                  "run_noise": noise, "run_noise_source": noise_src,
-                 "distance_scale": DISTANCE_SCALE,
+                 "distance_scale": DISTANCE_SCALE, "nd_interaction": bend,
                  "hull": convex_hull(np.log10(frame[["N", "D"]].to_numpy()))},
         provenance=_provenance(src), status=best.status,
     )

@@ -377,6 +377,12 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     if train_flops > budget.flops * 1.005:
         risks.insert(len(trust), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
                         f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
+    bent = fit.bend_at(params, tokens) if hasattr(fit, "bend_at") else None
+    if bent is not None:  # the form's own residual bend, carried to this plan
+        extra["loss_bent"] = float(loss * math.exp(bent))
+        risks.insert(len(trust), f"warning: carried to this plan, the residuals' N x D bend puts the loss at "
+                     f"{extra['loss_bent']:.4g}, {math.expm1(abs(bent)):.1%} {'below' if bent < 0 else 'above'} the "
+                     "form's prediction: the form misses a term the runs show, and the interval does not carry it")
     label = _fit_label(fit)
     preds = fit.form_predictions(params, tokens)
     if len(preds) > 1:  # forms chosen by backtest: how far the candidate laws part at this plan

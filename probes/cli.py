@@ -139,6 +139,10 @@ def export_cmd(out, csv, final_only):
               help="sd of the loss form's own misfit, in log loss, a smooth process over 1.5 decades of N and D: "
                    "0 trusts the form [default: 0.03, the best of 0.01-0.05 on replays of the Chinchilla and "
                    "Farseer tables].")
+@click.option("--simulate", default=32, show_default=True, type=click.IntRange(min=0),
+              help="With --probe-budget: check the candidate designs and the default ladder by this many simulated "
+                   "fits each (the fitter itself, on laws drawn from the prior) and keep the best; ~1 min. 0: the "
+                   "linearised design alone, in seconds.")
 @click.option("--widths", default=None, help="Candidate widths, comma-separated [default: 32..512].")
 @click.option("--depth", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--budgets", "n_budgets", default=4, show_default=True, type=click.IntRange(min=1),
@@ -148,7 +152,7 @@ def export_cmd(out, csv, final_only):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid here (TOML).")
 @guarded
 def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, next_results, k, prior, criterion,
-               noise, misfit, widths, depth, n_budgets, ratio, out):
+               noise, misfit, simulate, widths, depth, n_budgets, ratio, out):
     """Design probe runs. With --budget: the default isoFLOP ladder that spends it (one WSD run per
     width records every level it reaches by branch cooldowns). With --target and --probe-budget: the
     runs, within that cost, that most shrink the interval of the plan at the target (optimal
@@ -167,7 +171,7 @@ def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, nex
         text = design_grid(budget, widths=ws, depth=depth, n_budgets=n_budgets, ratio=ratio)
     else:
         text = _optimal_design(target, probe_budget, unit, dict(gpu=gpu, mfu=mfu, price_per_hour=price_per_hour),
-                               next_results, k, prior, criterion, noise, misfit, ws, depth)
+                               next_results, k, prior, criterion, noise, misfit, ws, depth, simulate)
     if out:
         atomic_write_text(Path(out), text + "\n")
         click.echo(f"wrote {out} (probe run {out})")
@@ -186,13 +190,13 @@ def _widths(text: str) -> tuple:
 
 
 def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, criterion, noise, misfit, widths,
-                    depth) -> str:
+                    depth, simulate=0) -> str:
     """The optimal (or sequential) design as a grid TOML, its report in the header."""
     import dataclasses
 
     import pandas as pd
 
-    from fits.design import MISFIT, design_runs, design_variance
+    from fits.design import MISFIT, design_runs, design_variance, simulate_design, summarise_simulation
     from planner.budget import Budget
     from planner.plan import resolve_fit
 
@@ -221,7 +225,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
             ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
             prior = str(ref) if ref.is_file() else "besiroglu2024"
         fit = resolve_fit(prior)
-        res = design_runs(fit, cand, target, budget=flops, **opts)
+        res = design_runs(fit, cand, target, budget=flops, simulate=simulate, progress=simulate > 0, **opts)
         if res.runs.empty:
             raise InputError(f"--probe-budget: {flops:.3g} FLOPs buys no candidate run (the cheapest costs "
                              f"{(cand['fpt'] * cand['D']).min():.3g} FLOPs)")
@@ -234,15 +238,34 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
                               "D": float(t), "group": r["width"],
                               "fpt": float(cand.loc[cand["width"] == r["width"], "fpt"].iloc[0])}
                              for r in lad for t in r["tokens"]])
+        runs, cost = _runs_by_width(res.runs), res.cost
+        head = f"optimal design within {flops:.3g} FLOPs (prior: {prior})"
         if len(rows):
             hw90 = design_variance(fit, rows, range(len(rows)), target, **opts)
             res = dataclasses.replace(res, baseline={"cost": sum(r["cost"] for r in lad), "n_runs": len(rows),
                                                      "half_width": hw90})
-        head = f"optimal design within {flops:.3g} FLOPs (prior: {prior})"
+            if res.simulated is not None:  # the ladder through the same simulated fits (the same laws)
+                sim = summarise_simulation(simulate_design(fit, rows, target, simulate, progress=True, **opts))
+                table = pd.concat([res.simulated, pd.DataFrame([{
+                    "design": "default isoFLOP ladder", "runs": len(rows), "cost": res.baseline["cost"],
+                    "half_width": hw90, **sim, "chosen": False}])], ignore_index=True)
+                if sim["score"] < res.simulated["score"].min():  # the ladder is the better design here
+                    table["chosen"] = table.index == len(table) - 1
+                    runs, cost = _runs_by_width(rows), res.baseline["cost"]
+                    head += ("\nwritten: the default isoFLOP ladder, whose simulated fits beat every design's at "
+                             "this cost (the table below is the best design's)")
+                res = dataclasses.replace(res, simulated=table)
+        return runs_toml(runs, header="\n".join([head, cost_words(cost), res.report()]), depth=depth)
+    return runs_toml(_runs_by_width(res.runs), header="\n".join([head, cost_words(res.cost), res.report()]),
+                     depth=depth)
+
+
+def _runs_by_width(rows) -> dict:
+    """{width: sorted token counts} of design rows (columns width, D)."""
     runs = {}
-    for r in res.runs.itertuples():
+    for r in rows.itertuples():
         runs.setdefault(int(r.width), []).append(int(r.D))
-    return runs_toml(runs, header="\n".join([head, cost_words(res.cost), res.report()]), depth=depth)
+    return {w: sorted(t) for w, t in runs.items()}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from fits import load_fit
-from fits.design import design_runs, design_variance, isoflop_baseline, run_cost
+from fits.design import (UNUSABLE, design_runs, design_variance, isoflop_baseline, run_cost, simulate_design,
+                          summarise_simulation)
 from planner.presets import load_preset
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -108,11 +109,14 @@ def test_probe_design_cli_writes_a_grid_the_runner_reads(tmp_path):
     from probes.cli import main
     from probes.sweep import load_grid
 
-    r = CliRunner().invoke(main, ["design", "--target", "1e14", "--probe-budget", "1e12", "--out",
-                                  str(tmp_path / "d.toml")])
+    r = CliRunner().invoke(main, ["design", "--target", "1e14", "--probe-budget", "1e12", "--simulate", "2",
+                                  "--out", str(tmp_path / "d.toml")])
     assert r.exit_code == 0, r.output
     text = (tmp_path / "d.toml").read_text()
     assert "expected 90% interval" in text and "default isoFLOP ladder at the same cost" in text
+    # every design and the ladder went through the same simulated fits; one of them was written
+    assert "simulated fits" in text and text.count("<- chosen") == 1
+    assert "#     default isoFLOP ladder" in text
     configs = load_grid(tmp_path / "d.toml")
     assert configs and all(c.train.schedule == "wsd" for c in configs)
     bad = CliRunner().invoke(main, ["design", "--target", "1e14"])
@@ -138,3 +142,43 @@ def test_sequential_prior_from_a_fit_is_narrower_than_the_preset_prior():
     a = design_runs(fit, cand, 1e14, k=4, prior_scale=1.0, noise=0.01)
     b = design_runs(fit, cand, 1e14, k=4, prior_scale=100.0, noise=0.01)
     assert a.start_half_width < b.start_half_width  # the fit's own refits already pin the law
+
+
+def test_simulated_fits_recover_a_known_law_and_refuse_too_few_runs():
+    prior = load_preset("besiroglu2024")
+    n, d = (float(np.ravel(v)[0]) for v in prior.law.optimal(1e22, prior.params))
+    # 16 runs around a tenth of the target, nearly noiseless, the form exact: the fitter finds every law
+    rows = pd.DataFrame([{"N": n * f, "D": d * g, "group": f} for f in np.geomspace(0.05, 0.5, 4)
+                         for g in np.geomspace(0.05, 0.5, 4)])
+    exact = dict(noise=1e-4, misfit=0.0, shared_noise=0.0, interaction=0.0, seed=3)
+    sim = simulate_design(prior, rows, 1e22, n_sims=4, **exact)
+    assert list(sim.columns) == ["sim", "error", "status", "usable"]
+    assert sim["usable"].all() and sim["error"].abs().max() < 0.01
+    pd.testing.assert_frame_equal(sim, simulate_design(prior, rows, 1e22, n_sims=4, **exact))  # the seed fixes all
+    # the form's misfit at the target, and a bend it lacks, are errors no probe removes: the misses grow with them
+    misfit = simulate_design(prior, rows, 1e22, n_sims=4, **{**exact, "misfit": 0.05})
+    assert misfit["error"].abs().mean() > 3 * sim["error"].abs().mean()
+    bent = simulate_design(prior, rows, 1e22, n_sims=4, **{**exact, "interaction": 0.05})
+    assert bent["error"].abs().mean() > 3 * sim["error"].abs().mean()
+    # five runs cannot pin five parameters: the fitter refuses each table, and each counts as unusable
+    few = simulate_design(prior, rows.iloc[:5], 1e22, n_sims=2, seed=3)
+    assert (few["status"] == "failed").all() and summarise_simulation(few)["score"] == UNUSABLE
+    with pytest.raises(ValueError, match="n_sims"):
+        simulate_design(prior, rows, 1e22, n_sims=0)
+
+
+def test_a_simulation_checked_design_keeps_the_proposal_whose_fits_miss_least():
+    prior, cand = load_preset("besiroglu2024"), chinchilla_candidates()
+    res = design_runs(prior, cand, 1e23, budget=1e20, noise=0.01, simulate=2)
+    table = res.simulated
+    assert len(table) >= 2 and table["chosen"].sum() == 1
+    best = table.loc[table["chosen"]].iloc[0]
+    assert best["score"] == table["score"].min() and best["runs"] == len(res.runs)
+    assert res.cost == pytest.approx(best["cost"]) and res.cost <= 1e20 * (1 + 1e-9)
+    assert "simulated fits" in res.report() and "<- chosen" in res.report()
+    # unchecked, the design is the first proposal, and says nothing of simulations
+    plain = design_runs(prior, cand, 1e23, budget=1e20, noise=0.01)
+    assert plain.simulated is None and "simulated fits" not in plain.report()
+    assert len(plain.runs) == table["runs"].iloc[0]
+    with pytest.raises(ValueError, match="simulate"):
+        design_runs(prior, cand, 1e23, budget=1e20, simulate=-1)

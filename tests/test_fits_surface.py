@@ -169,6 +169,38 @@ def test_warns_when_model_sizes_span_less_than_a_decade():
     assert any("spans only" in w and "model size" in w for w in fit.diagnostics)
 
 
+def test_residual_interaction_recovers_a_known_bend():
+    from fits import residual_interaction
+
+    rng = np.random.default_rng(0)
+    N, D = 10 ** rng.uniform(7, 9, 60), 10 ** rng.uniform(9, 11, 60)
+    n, d = np.log10(N) - np.log10(N).mean(), np.log10(D) - np.log10(D).mean()
+    r = 0.01 + 0.02 * n - 0.01 * d - 0.05 * n * d + rng.normal(0, 1e-3, 60)  # main effects are not the bend
+    got = residual_interaction(N, D, r)
+    assert got["gamma"] == pytest.approx(-0.05, abs=3 * got["se"]) and got["se"] < 2e-3
+    assert got["share"] > 0.95
+
+
+def test_warns_of_an_n_by_d_bend_the_form_lacks_and_the_plan_carries_it(tmp_path):
+    df = isoflop_sweep(BESIROGLU, noise=0.002, seed=1)
+    n, d = np.log10(df.params), np.log10(df.tokens)
+    bent = df.assign(loss=df.loss * np.exp(-0.05 * (n - n.mean()) * (d - d.mean())))
+    fit = fit_loss_surface(bent)
+    warn = [w for w in fit.diagnostics if w.startswith("nd_interaction")]
+    assert warn and "below" in warn[0]
+    assert fit.options["nd_interaction"]["gamma"] < -0.02
+    assert not any(w.startswith("nd_interaction") for w in fit_loss_surface(df).diagnostics)  # the form exact
+    # beyond the data in both N and D, the bend lowers the plan's loss, and the plan says by how much
+    from planner import make_plan
+
+    plan = make_plan(fit, 1e21)
+    assert plan.extra["loss_bent"] < plan.loss
+    assert any("N x D bend puts the loss" in r for r in plan.risks)
+    assert "loss_bent" not in make_plan(fit_loss_surface(df), 1e21).extra
+    fit.to_json(tmp_path / "bent.json")  # the bend travels with the fit
+    assert load_fit(tmp_path / "bent.json").bend_at(1e11, 1e13) == pytest.approx(fit.bend_at(1e11, 1e13))
+
+
 def test_fixed_parameter_is_held(sweep):
     fit = fit_loss_surface(sweep, fixed={"E": 1.9})
     assert fit.params["E"] == pytest.approx(1.9)
