@@ -73,6 +73,8 @@ def run_cost(design: pd.DataFrame, cooldown_frac: float = 0.2) -> float:
 
 def _sigma(prior, noise: float | None) -> float:
     """Run-to-run sd of log loss: as given, else the prior fit's residual scale, at least 0.01."""
+    if noise is not None and not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
+        raise InputError(f"noise: must be a finite positive sd of log loss; got {noise!r}")
     return float(noise if noise is not None else max(prior.noise_scale, 0.01))
 
 

@@ -1,6 +1,8 @@
 """The ``probe`` command: run sweeps, check their status, export results, design grids."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import click
@@ -202,6 +204,9 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
 
     from .sweep import cost_words, design_candidates, ladder_levels, ladder_runs, runs_toml
 
+    for name, value in (("--noise", noise), ("--misfit", misfit)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{name}: must be a finite number; got {value}")
     cand = design_candidates(widths=widths, depth=depth)
     opts = dict(criterion=criterion, noise=noise, misfit=MISFIT if misfit is None else misfit)
     if next_results is not None:

@@ -103,6 +103,8 @@ def test_n_opt_criterion_and_bad_inputs():
         design_runs(prior, cand, 1e23)
     with pytest.raises(ValueError, match="target"):
         design_runs(prior, cand, -1.0, k=2)
+    with pytest.raises(ValueError, match="noise"):
+        design_runs(prior, cand, 1e23, k=2, noise=float("nan"))
 
 
 def test_probe_design_cli_writes_a_grid_the_runner_reads(tmp_path):
@@ -121,6 +123,9 @@ def test_probe_design_cli_writes_a_grid_the_runner_reads(tmp_path):
     assert configs and all(c.train.schedule == "wsd" for c in configs)
     bad = CliRunner().invoke(main, ["design", "--target", "1e14"])
     assert bad.exit_code == 2 and "--probe-budget" in bad.output
+    for opt in ("--misfit", "--noise"):
+        bad = CliRunner().invoke(main, ["design", "--target", "1e14", "--probe-budget", "1e12", opt, "nan"])
+        assert bad.exit_code == 2 and f"{opt}: must be a finite number" in bad.output
 
 
 def test_probe_design_next_proposes_k_runs_given_finished_ones(tmp_path):
