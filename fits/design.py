@@ -498,7 +498,8 @@ def _greedy(m: "_Model", cand, gid, fpt, D, longest, budget, k, spread, reach, c
 
     if budget is not None and spread > 1:
         for i in _spread_seeds(cand, gid, fpt * D, budget, spread, reach):
-            take(i, float(fpt[i] * D[i]))
+            if spent + fpt[i] * D[i] <= budget * (1 + 1e-9):  # wide reaches can sum past the budget
+                take(i, float(fpt[i] * D[i]))
     while k is None or len(chosen) < k:
         top = longest[gid]
         # a new width pays for its run; a longer run of a width turns its old longest into a branch
