@@ -46,7 +46,7 @@ def held_out(table: pd.DataFrame) -> list[dict]:
         fit = fit_loss_surface(table[train], n="N", d="D", loss="loss")
         b, t = fit.options["nd_interaction"], table[test]
         pred = fit.predict(t["N"], t["D"])
-        bent = b["gamma"] * (np.log10(t["N"]) - b["log10_N_centre"]) * (np.log10(t["D"]) - b["log10_D_centre"])
+        bent = fit.bend_at(t["N"], t["D"], only_warned=False)
         out.append({"split": split, "train": int(train.sum()), "held_out": int(test.sum()), "gamma": b["gamma"],
                     "se": b["se"], "warned": fit.bend_at(1.0, 1.0) is not None,
                     "mean_abs_error": float(np.abs(pred / t["loss"] - 1).mean()),
@@ -86,8 +86,7 @@ def main():
     if val.is_file():
         v = pd.read_csv(val)
         v = v[v["n_kind"] == "non_embedding"]
-        n0, d0 = np.log10(cpu["N"]).mean(), np.log10(cpu["D"]).mean()
-        foretold = out["cpu_probes"]["gamma"] * (np.log10(v["N"]) - n0) * (np.log10(v["D"]) - d0)
+        foretold = fit.bend_at(v["N"], v["D"], only_warned=False)
         realised = np.log(v["realised"] / fit.predict(v["N"], v["D"]))
         out["cpu_probes"]["validation"] = {
             "runs": len(v), "realised_mean_residual": float(realised.mean()),

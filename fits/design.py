@@ -78,17 +78,33 @@ def _sigma(prior, noise: float | None) -> float:
     return float(noise if noise is not None else max(prior.noise_scale, 0.01))
 
 
-def _samples(prior, n_draws: int, seed: int) -> np.ndarray:
-    """Parameter vectors (theta) to average the criterion over: the point fit plus bootstrap draws."""
+def _bootstrap_thetas(prior) -> np.ndarray:
+    """The prior's bootstrap refits as optimiser vectors (theta), the non-finite ones dropped."""
     law = prior.law
-    theta0 = law.to_theta(prior.params)
     if prior.bootstrap_params is None or len(prior.bootstrap_params) < 10:
         raise InputError("prior: the fit needs bootstrap refits (>= 10) to give a prior covariance")
     boot = np.array([law.to_theta(dict(zip(law.param_names, r))) for r in prior.bootstrap_params])
-    boot = boot[np.all(np.isfinite(boot), axis=1)]
+    return boot[np.all(np.isfinite(boot), axis=1)]
+
+
+def _samples(prior, n_draws: int, seed: int) -> np.ndarray:
+    """Parameter vectors (theta) to average the criterion over: the point fit plus bootstrap draws."""
+    theta0 = prior.law.to_theta(prior.params)
+    boot = _bootstrap_thetas(prior)
     rng = np.random.default_rng(seed)
     pick = boot[rng.choice(len(boot), size=min(n_draws - 1, len(boot)), replace=False)]
     return np.vstack([theta0, pick]), boot
+
+
+def _optimum(law, target: float, p: dict) -> tuple[float, float]:
+    """The law's compute-optimal (N, D) at ``target`` FLOPs, as two floats."""
+    n, d = law.optimal(target, p)
+    return float(np.ravel(n)[0]), float(np.ravel(d)[0])
+
+
+def _check_criterion(criterion: str) -> None:
+    if criterion not in CRITERIA:
+        raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
 
 
 def _jacobian(law, theta, N, D) -> np.ndarray:
@@ -105,8 +121,7 @@ def _criterion_gradient(law, theta, target: float, criterion: str) -> np.ndarray
     """dq / d theta by central differences, q = log L at the optimum (loss) or log N_opt (n_opt)."""
     def q(t):
         p = law.from_theta(t)
-        n, d = law.optimal(target, p)
-        n, d = float(np.ravel(n)[0]), float(np.ravel(d)[0])
+        n, d = _optimum(law, target, p)
         return math.log(n) if criterion == "n_opt" else math.log(float(law(n, d, p)))
 
     g = np.zeros(len(theta))
@@ -171,8 +186,7 @@ def _build(prior, candidates: pd.DataFrame, target: float, criterion: str, noise
     branches of one training run share its seed). ``seen`` (columns N, D, group): runs already in
     the prior fit; they inform delta and their run's noise only (their information on theta is in the
     fit's refits)."""
-    if criterion not in CRITERIA:
-        raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
+    _check_criterion(criterion)
     if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
         raise InputError(f"target: must be a finite positive number of FLOPs; got {target!r}")
     if not (isinstance(misfit, (int, float)) and math.isfinite(misfit) and misfit >= 0):
@@ -231,7 +245,7 @@ def _misfit_of_decision(law, theta, target, criterion, x, amp, length):
     loss, the decision carries delta at the optimum; for log N_opt, a misfit slope along the isoFLOP
     line moves the optimum by -slope / curvature."""
     p = law.from_theta(theta)
-    opt = [float(np.ravel(v)[0]) for v in law.optimal(target, p)]
+    opt = _optimum(law, target, p)
     xs = np.log10([opt])
     k = _kernel(xs, x, amp, length)[0]
     if criterion == "loss":
@@ -339,12 +353,11 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
     their luck."""
     from .surface import fit_loss_surface
 
-    if criterion not in CRITERIA:
-        raise InputError(f"criterion: must be one of {list(CRITERIA)}; got {criterion!r}")
+    _check_criterion(criterion)
     if not isinstance(n_sims, (int, np.integer)) or n_sims < 1:
         raise InputError(f"n_sims: must be an integer >= 1; got {n_sims!r}")
     law, sigma = prior.law, _sigma(prior, noise)
-    _, boot = _samples(prior, 1, seed)
+    boot = _bootstrap_thetas(prior)
     common = np.random.default_rng(seed)  # the laws and their bends: the same for every design
     pick, bends = common.integers(len(boot), size=n_sims), common.normal(0.0, interaction, size=n_sims)
     rng = np.random.default_rng([seed, len(runs)])
@@ -358,7 +371,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
     out = []
     for s in it:
         p = law.from_theta(boot[pick[s]])
-        opt = [float(np.ravel(v)[0]) for v in law.optimal(target, p)]
+        opt = _optimum(law, target, p)
         x = np.log10(np.column_stack([np.append(N, opt[0]), np.append(D, opt[1])]))
         K = _kernel(x, x, misfit, misfit_length) + 1e-12 * np.eye(len(x))
         delta = np.linalg.cholesky(K) @ rng.standard_normal(len(x)) if misfit > 0 else np.zeros(len(x))
@@ -371,7 +384,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
         try:
             f = fit_loss_surface(pd.DataFrame({"N": N, "D": D, "L": np.exp(y)}), n="N", d="D", loss="L",
                                  group=None, trust=False)
-            n_fit, d_fit = [float(np.ravel(v)[0]) for v in law.optimal(target, f.params)]
+            n_fit, d_fit = _optimum(law, target, f.params)
             if criterion == "n_opt":
                 err = math.log(n_fit / opt[0])
             else:
@@ -437,6 +450,8 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     need = {"N", "D", "group", "fpt"}
     if not need <= set(candidates.columns):
         raise InputError(f"candidates: need columns {sorted(need)}; got {list(candidates.columns)}")
+    if not isinstance(simulate, (int, np.integer)) or simulate < 0:
+        raise InputError(f"simulate: must be an integer >= 0 (simulated fits per design); got {simulate!r}")
     cand = candidates.reset_index(drop=True)
     seen = existing if existing is not None and {"N", "D"} <= set(existing.columns) else None
     m = _build(prior, cand, target, criterion, noise, prior_scale, n_draws, seed, misfit, misfit_length, seen,
@@ -447,8 +462,6 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
     longest = np.zeros(groups.max() + 1)  # each group's longest run so far (0: none)
     if existing is not None and len(existing):
         np.maximum.at(longest, groups[len(cand):], existing["D"].to_numpy(float))
-    if not isinstance(simulate, (int, np.integer)) or simulate < 0:
-        raise InputError(f"simulate: must be an integer >= 0 (simulated fits per design); got {simulate!r}")
     fresh = budget is not None and (existing is None or not len(existing))
     checked = simulate > 0 and fresh
     options = []
@@ -457,19 +470,18 @@ def design_runs(prior, candidates: pd.DataFrame, target: float, budget: float | 
                               sp if fresh else 0, reach, cooldown_frac, cost_power)
         if all(not r.equals(rows) for _, r in options):
             options.append(((sp, reach), rows))
-    rows = options[0][1]
-    simulated = None
-    if checked and len(rows):
+    rows, simulated = options[0][1], None
+    options = [o for o in options if len(o[1])]  # a seeding that buys nothing is no design
+    if checked and options:
         table = []
         for (sp, reach), r in options:
-            sim = (simulate_design(prior, r, target, simulate, criterion, noise, misfit, misfit_length, shared_noise,
-                                   seed, progress) if len(r) else pd.DataFrame({"error": [], "usable": []}))
+            sim = simulate_design(prior, r, target, simulate, criterion, noise, misfit, misfit_length, shared_noise,
+                                  seed, progress)
             table.append({"design": f"{sp} seed widths, reach {reach:.2g}", "runs": len(r),
-                          "cost": r["cost_so_far"].iloc[-1] if len(r) else 0.0,
-                          "half_width": r["half_width_after"].iloc[-1] if len(r) else start,
+                          "cost": r["cost_so_far"].iloc[-1], "half_width": r["half_width_after"].iloc[-1],
                           **summarise_simulation(sim)})
         simulated = pd.DataFrame(table)
-        best = int(simulated["score"].fillna(UNUSABLE).idxmin())
+        best = int(simulated["score"].idxmin())
         simulated["chosen"] = simulated.index == best
         rows = options[best][1]
     return DesignResult(runs=rows, criterion=criterion, target=float(target), start_half_width=start,

@@ -365,11 +365,12 @@ class LossSurfaceFit:
         scale = self.options.get("distance_scale")
         return 1.0 + self.extrapolation_decades(N, D) / scale if scale else 1.0
 
-    def bend_at(self, N, D) -> np.ndarray | None:
+    def bend_at(self, N, D, only_warned: bool = True) -> np.ndarray | None:
         """The residual N x D bend carried to (N, D), in log loss: gamma (log10 N - centre)(log10 D -
-        centre) (see :func:`residual_interaction`); None when the fit measured none worth warning of."""
+        centre) (see :func:`residual_interaction`); None when the fit measured none (with
+        ``only_warned``: none worth warning of)."""
         bend = self.options.get("nd_interaction")
-        if not interaction_warned(bend):
+        if not bend or (only_warned and not interaction_warned(bend)):
             return None
         return bend["gamma"] * (np.log10(np.asarray(N, float)) - bend["log10_N_centre"]) * (
             np.log10(np.asarray(D, float)) - bend["log10_D_centre"])

@@ -143,9 +143,7 @@ def _fit_results(path):
     benchmarks/results/validation.json), else params_total; D from tokens, loss from
     loss (else val_loss); a probes export contributes its end-of-cooldown rows only."""
     from fits import fit_loss_surface
-    from fits._data import final_rows, read_table
-
-    from fits._data import surface_data
+    from fits._data import final_rows, read_table, surface_data
 
     t = read_table(path, "--results")
     t = final_rows(t)

@@ -377,7 +377,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     if train_flops > budget.flops * 1.005:
         risks.insert(len(trust), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
                         f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
-    bent = fit.bend_at(params, tokens) if hasattr(fit, "bend_at") else None
+    bent = fit.bend_at(params, tokens)
     if bent is not None:  # the form's own residual bend, carried to this plan
         extra["loss_bent"] = float(loss * math.exp(bent))
         risks.insert(len(trust), f"warning: carried to this plan, the residuals' N x D bend puts the loss at "
