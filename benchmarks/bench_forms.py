@@ -24,7 +24,7 @@ from fits import fit_loss_surface
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results"
-FORMS = ("auto", "chinchilla", "interaction", "kaplan", "farseer")
+FORMS = ("auto", "chinchilla", "beta_n", "interaction", "kaplan", "farseer")
 
 
 def splits():

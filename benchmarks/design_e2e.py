@@ -1,9 +1,10 @@
 """End to end on CPU: design -> probe run -> fit -> plan, the optimal design against the default
 isoFLOP ladder at the same probe cost.
 
-    python benchmarks/design_e2e.py [--target 3e13] [--probe-budget 4e12 8e12] [--workers 2]
+    python benchmarks/design_e2e.py [--target 3e13] [--probe-budget 4e12 8e12] [--workers 2] [--form chinchilla]
 
-For each probe budget, both grids are trained with the probe runner (resumable, under benchmarks/runs/design_e2e/), fitted
+For each probe budget, the design is made for the loss form both arms are then fitted with (``--form``; the
+prior is the reference ladder's runs fitted in that form). Both grids are trained with the probe runner (resumable, under benchmarks/runs/design_e2e/), fitted
 with 200 bootstrap refits, and planned at the target: the 90% interval of the planned loss and
 of N_opt. Each fit also predicts the runs the chain validation trained at 3x and 10x the default
 ladder's largest budget (benchmarks/results/validation.csv, same probe configuration): |error| and
@@ -28,6 +29,7 @@ def main():
     ap.add_argument("--target", type=float, default=3e13)
     ap.add_argument("--probe-budget", type=float, nargs="+", default=[4e12, 8e12])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--form", default="chinchilla")
     args = ap.parse_args()
     import pandas as pd
 
@@ -52,18 +54,20 @@ def main():
     for budget in args.probe_budget:
         runs = RUNS / f"{budget:.0e}"
         runs.mkdir(parents=True, exist_ok=True)
+        tag = "" if args.form == "chinchilla" else f"_{args.form}"  # grids per form; the run folders are shared
         r = CliRunner().invoke(probe, ["design", "--target", f"{args.target}", "--probe-budget", f"{budget}",
-                                       "--out", str(runs / "optimal.toml")])
+                                       "--form", args.form, "--out", str(runs / f"optimal{tag}.toml")])
         assert r.exit_code == 0, r.output
-        optimal = load_grid(runs / "optimal.toml")
-        (runs / "ladder.toml").write_text(design_grid(cost(optimal)) + "\n")
-        ladder = load_grid(runs / "ladder.toml")
-        out = {"target": args.target, "probe_budget": budget}
+        optimal = load_grid(runs / f"optimal{tag}.toml")
+        (runs / f"ladder{tag}.toml").write_text(design_grid(cost(optimal)) + "\n")
+        ladder = load_grid(runs / f"ladder{tag}.toml")
+        out = {"form": args.form, "target": args.target, "probe_budget": budget}
         for name, configs in (("optimal", optimal), ("ladder", ladder)):
             run_sweep(configs, runs / name, workers=args.workers, threads=1 if args.workers > 1 else None)
-            table = export_results(runs / name, runs / f"{name}.csv", final_only=True)
+            table = export_results(runs / name, runs / f"{name}{tag}.csv", final_only=True)
             table = table[table["run_id"].isin({c.key() for c in configs})]  # this grid's runs only
-            fit = fit_loss_surface(table, n="params", d="tokens", loss="val_loss", bootstrap=200, seed=0)
+            fit = fit_loss_surface(table, n="params", d="tokens", loss="val_loss", form=args.form, bootstrap=200,
+                                   seed=0)
             plan = make_plan(fit, args.target)
             out[name] = {"runs": len(configs), "rows": len(table), "cost_flops": cost(configs),
                          "status": fit.status, "loss": plan.loss, "loss_low": plan.loss_low,
@@ -87,7 +91,10 @@ def main():
         settings.append(out)
     from fits._io import to_jsonable
 
-    (ROOT / "benchmarks" / "results" / "design_e2e.json").write_text(json.dumps(to_jsonable(settings), indent=1))
+    path = ROOT / "benchmarks" / "results" / "design_e2e.json"
+    kept = [o for o in (json.loads(path.read_text()) if path.is_file() else [])
+            if o.get("form", "chinchilla") != args.form]
+    path.write_text(json.dumps(to_jsonable(kept + settings), indent=1))
     print(json.dumps([{k: o[k] for k in ("probe_budget", "half_width_ratio_ladder_over_optimal")} for o in settings]))
 
 

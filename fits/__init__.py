@@ -25,6 +25,7 @@ _EXPORTS = {
     "kaplan": ".forms",
     "farseer": ".forms",
     "interaction": ".forms",
+    "beta_n": ".forms",
     "numeric_allocation": ".forms",
     "register_form": ".forms",
     "FormComparison": ".selection",

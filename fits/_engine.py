@@ -104,12 +104,14 @@ def _nnls3(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def varpro_starts(data: FitData, delta: float, k: int = 8,
-                  grid: np.ndarray | None = None) -> list[np.ndarray]:
+                  grid: np.ndarray | None = None, beta_shift: np.ndarray | None = None) -> list[np.ndarray]:
     """Chinchilla starts (a, b, e, alpha, beta), one per distinct basin of a grid over (alpha, beta).
 
     At each node (E, A, B) solve a weighted least-squares problem (weights 1/L make linear
     residuals approximate log residuals) with non-negativity; nodes are scored by the true
     Huber objective in log space, and the best ``k`` local minima of that map are returned.
+    ``beta_shift`` (one value per row) adds to the data exponent row by row (beta_n's kappa x at a
+    fixed kappa); with it, only the linear solve's map is searched.
     """
     # geometric in the exponents: small exponents (a term that acts almost as a constant, trading
     # off against E) form their own narrow basins on small tables
@@ -119,7 +121,8 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
     # centre N and D so that N^-alpha stays O(1) over the grid; A = A' * Nref^alpha
     nref, dref = np.mean(logN), np.mean(logD)
     Xn = np.exp(-np.outer(grid, logN - nref))  # (G, n)
-    Xd = np.exp(-np.outer(grid, logD - dref))
+    shift = 0.0 if beta_shift is None else np.asarray(beta_shift, float) * logD
+    Xd = np.exp(-np.outer(grid, logD - dref) - shift)  # D^-(beta + beta_shift) D_ref^beta
     w2 = 1.0 / L**2
     G = len(grid)
     # Gram matrices for every (alpha_i, beta_j): basis [1, Xn_i, Xd_j]
@@ -153,7 +156,7 @@ def varpro_starts(data: FitData, delta: float, k: int = 8,
     # a term trading off against E) the map's basins are not the objective's. So on small tables
     # the exact Huber profile is mapped too: Newton steps in (log E, log A, log B) at all nodes at
     # once, and its basins and valleys join the starts.
-    if len(logL) > 100:  # on large tables the linear solve's map is accurate, and the profile costly
+    if len(logL) > 100 or beta_shift is not None:  # on large tables the linear map is accurate, the profile costly
         return [s for _, _, s in starts]
     sub = np.arange(G)
     Gs = len(sub)
@@ -198,11 +201,19 @@ def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
     if set(("E", "A", "B", "alpha", "beta")) <= set(names):
         base = varpro_starts(data, delta)
         out = []
-        for th in base:
-            p = dict(zip(("A", "B", "E", "alpha", "beta"), (np.exp(th[0]), np.exp(th[1]),
-                                                           np.exp(th[2]), th[3], th[4])))
-            p.update({k: v for k, v in form.defaults.items() if k not in p})
-            out.append(form.to_theta({n: p[n] for n in names}))
+        extra = [({}, base)]
+        if "kappa" in names:  # beta_n: the map redone at a few fixed bends (a bend can hide in A and alpha)
+            from .forms import BETA_N_REF
+            x = (data["logN"] - np.log(BETA_N_REF)) / np.log(10.0)
+            extra += [({"kappa": kap}, varpro_starts(data, delta, k=3, beta_shift=kap * x))
+                      for kap in (-0.06, -0.02, 0.02, 0.06)]
+        for fixed_at, starts in extra:
+            for th in starts:
+                p = dict(zip(("A", "B", "E", "alpha", "beta"), (np.exp(th[0]), np.exp(th[1]),
+                                                               np.exp(th[2]), th[3], th[4])))
+                p.update(fixed_at)
+                p.update({k: v for k, v in {**form.start, **form.defaults}.items() if k not in p})
+                out.append(form.to_theta({n: p[n] for n in names}))
         return out
     if form.name == "kaplan":
         mn, md = np.mean(data["logN"]), np.mean(data["logD"])

@@ -17,8 +17,8 @@ from ._io import atomic_write_text
 @click.option("--loss", default="loss", show_default=True, help="Column of losses.")
 @click.option("--flops", default=None, help="Column of training FLOPs; D = C / 6N when --d is absent.")
 @click.option("--form", default="chinchilla", show_default=True,
-              help="Functional form of the law: chinchilla, interaction, kaplan, farseer, data_constrained, or "
-                   "auto (choose by the table's own extrapolation backtests; intervals carry the forms' disagreement).")
+              help="Functional form of the law: chinchilla, beta_n, interaction, kaplan, farseer, data_constrained, "
+                   "or auto (choose by the table's own extrapolation backtests; intervals carry the forms' disagreement).")
 @click.option("--unique-tokens", default=None, help="Column of unique tokens (data_constrained form).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
               help="Bootstrap refits for intervals.")

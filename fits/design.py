@@ -48,8 +48,8 @@ MISFIT_LENGTH = 1.5
 SHARED_NOISE = 0.8
 # The N x D interaction the Chinchilla form lacks (log loss per decade of N per decade of D), which the
 # simulated truths of ``simulate_design`` carry: fitted to the form's residuals it is -0.025 on the Farseer
-# table (and explains 70% of their variance), -0.012 on Chinchilla's, -0.08 on the CPU probes: larger
-# models gain more from more data than the form allows (benchmarks/results/design_interaction.json).
+# table (and explains 91% of their variance), -0.012 on Chinchilla's, -0.08 on the CPU probes: larger
+# models gain more from more data than the form allows (benchmarks/results/interaction.json).
 INTERACTION = 0.03
 # The designs a simulation check compares with the unchecked one (``spread`` seed widths reaching up to
 # budget / (2 spread)): (seed widths, the largest seed's cheapest run as a share of the budget). A wider
@@ -342,7 +342,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
     true law from the prior's bootstrap refits, the form's misfit (the Gaussian process of
     :func:`design_runs`) and each run's noise (``shared_noise`` of it common to one ``group``),
     simulate the losses of ``runs`` (columns N, D, group), fit them with :func:`fit_loss_surface`
-    as a user would, and score the decision at ``target``.
+    in the prior's form as a user would, and score the decision at ``target``.
 
     One row per draw: ``error`` (log units, fitted minus true: the planned loss against the true
     loss at the planned allocation, misfit included; or log N_opt against the law's own), the fit's
@@ -383,7 +383,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
         row = {"sim": s, "error": np.nan, "status": "failed"}
         try:
             f = fit_loss_surface(pd.DataFrame({"N": N, "D": D, "L": np.exp(y)}), n="N", d="D", loss="L",
-                                 group=None, trust=False)
+                                 form=law, group=None, trust=False)
             n_fit, d_fit = _optimum(law, target, f.params)
             if criterion == "n_opt":
                 err = math.log(n_fit / opt[0])

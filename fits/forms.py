@@ -20,6 +20,7 @@ __all__ = [
     "data_constrained",
     "farseer",
     "interaction",
+    "beta_n",
     "numeric_allocation",
     "Form",
     "FORMS",
@@ -106,6 +107,27 @@ def interaction(N, D, E, A, B, alpha, beta):
     2.5069
     """
     return (E + A / np.power(N, alpha)) * (E + B / np.power(D, beta)) / E
+
+
+BETA_N_REF = 1e9  # the size at which beta_n's data exponent is beta (its kappa moves it per decade of N)
+
+
+def beta_n(N, D, E, A, B, alpha, beta, kappa):
+    """Chinchilla with a data exponent that moves with model size:
+    L = E + A / N^alpha + B / D^(beta + kappa log10(N / 1e9)).
+
+    Farseer's size-dependent data exponent exp(H(N)) (Li et al. 2025) with one parameter, for tables
+    too small for Farseer's nine: it gives the Chinchilla form the N x D term its residuals show on
+    Chinchilla's table, on Farseer's and on small probe sweeps (``fits.residual_interaction``;
+    benchmarks/results/interaction.json). Fitted, kappa is -0.006 on Chinchilla's table, -0.010 on
+    Farseer's and -0.026 on the CPU probes: the data term of a larger model decays more slowly in D.
+    The floor E still bounds the loss. kappa = 0 is Chinchilla:
+
+    >>> round(float(beta_n(70e9, 1.4e12, 1.69, 406.4, 410.7, 0.34, 0.28, 0.0)), 3)
+    1.937
+    """
+    x = np.log10(np.asarray(N, dtype=float) / BETA_N_REF)
+    return E + A / np.power(N, alpha) + B / np.power(D, beta + kappa * x)
 
 
 def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50):
@@ -215,6 +237,7 @@ class Form:
     log_params : parameters fitted as their logarithm (they must stay positive).
     bounds : (low, high) per parameter in natural units; missing means unbounded.
     defaults : values used when a parameter is held fixed by default (e.g. published R*).
+    start : where a free parameter beyond Chinchilla's five starts (e.g. a bend at 0).
     citation : where the law comes from.
     allocate : closed-form ``allocate(C, **params) -> (N, D)`` when one exists.
     """
@@ -226,6 +249,7 @@ class Form:
     log_params: frozenset = frozenset()
     bounds: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
+    start: dict = field(default_factory=dict)
     allocate: Callable | None = None
 
     @cached_property
@@ -349,6 +373,35 @@ class _InteractionForm(Form):
         return np.stack([1.0 - su - sv, su, sv, -su * data["logN"], -sv * data["logD"]], axis=-1)
 
 
+class _BetaNForm(Form):
+    """beta_n with a stable log-sum-exp prediction and an analytic Jacobian over
+    (log E, log A, log B, alpha, beta, kappa); like the interaction form's, its ``log_predict`` and
+    ``log_jacobian`` also take a batch (theta (p, B, 1) against data (B, n)) for bootstrap refits."""
+
+    @staticmethod
+    def _terms(theta, data):
+        e, a, b, alpha, beta, kappa = theta
+        x = (data["logN"] - np.log(BETA_N_REF)) / np.log(10.0)
+        t0 = a - alpha * data["logN"]
+        t1 = b - (beta + kappa * x) * data["logD"]
+        t2 = np.broadcast_to(e, np.shape(t0))
+        m = np.maximum(np.maximum(t0, t1), t2)
+        with np.errstate(all="ignore"):
+            lse = m + np.log(np.exp(t0 - m) + np.exp(t1 - m) + np.exp(t2 - m))
+        return t0, t1, t2, lse, x
+
+    def log_predict(self, theta, data):
+        return self._terms(theta, data)[3]
+
+    def log_jacobian(self, theta, data):
+        t0, t1, t2, lse, x = self._terms(theta, data)
+        with np.errstate(all="ignore"):
+            w0, w1, w2 = np.exp(t0 - lse), np.exp(t1 - lse), np.exp(t2 - lse)
+        dl = -w1 * data["logD"]
+        J = np.stack(np.broadcast_arrays(w2, w0, w1, -w0 * data["logN"], dl, dl * x), axis=-1)
+        return np.where(np.isfinite(J), J, 0.0)
+
+
 def _box_cox_dq(lx, q):
     """d/dq of (x^q - 1)/q at log x = lx, with its series near q = 0."""
     ql = q * lx
@@ -457,6 +510,17 @@ register_form(Form(
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS,
             "R_D_star": (0.1, 1e3), "R_N_star": (0.1, 1e3)},
     defaults={"R_D_star": 15.387756, "R_N_star": 5.309743},
+))
+
+register_form(_BetaNForm(
+    name="beta_n",
+    func=beta_n,
+    citation="Chinchilla with a data exponent beta + kappa log10(N / 1e9): Farseer's size-dependent data "
+             "exponent (Li et al. 2025, arXiv:2506.10972) with one parameter (this toolkit)",
+    log_params=frozenset({"E", "A", "B"}),
+    # kappa within +-0.3 per decade: beyond it the data exponent leaves [0, 3] within a few decades
+    bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "kappa": (-0.3, 0.3), **TERM_BOUNDS},
+    start={"kappa": 0.0},
 ))
 
 FARSEER_EXPONENT_BOUNDS = (-1.5, 1.5)

@@ -24,7 +24,7 @@ from .isoflop import vertex_check
 __all__ = ["CANDIDATES", "FormComparison", "compare_forms", "extrapolation_folds", "plot_forms"]
 
 #: forms ``form="auto"`` weighs, simplest first (the order breaks ties)
-CANDIDATES = ("chinchilla", "interaction", "kaplan", "farseer")
+CANDIDATES = ("chinchilla", "beta_n", "interaction", "kaplan", "farseer")
 PARSIMONY = 0.10   # a simpler form within 10% of the best backtest error is preferred
 CREDIBLE = 2.0     # forms within 2x the best error count in the model-uncertainty spread
 MIN_SIZES = {"farseer": 5}   # distinct model sizes a form needs in its training set (default 3)

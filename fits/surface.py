@@ -7,8 +7,9 @@ Interval kinds
   runs around the surface. When the data have enough compute budgets, its width is calibrated
   conformal-style on the data's own extrapolation backtests (fit on the budgets below each of
   the largest few, score the next budget's runs), so that a stated 90% covers about 90% of
-  runs one budget further out. Otherwise residuals are resampled (uncalibrated), which
-  under-covers when extrapolating; ``interval_method`` says which one a fit carries.
+  runs one budget further out (which takes enough held-out runs to certify the level: 9 for
+  90%). Otherwise residuals are resampled and the law's error with distance is added
+  (uncalibrated); ``interval_method`` says which one a fit carries.
 """
 from __future__ import annotations
 
@@ -87,12 +88,11 @@ class LossSurfaceFit:
         if self.status != "converged":
             out.append(f"fit status {self.status!r}: {STATUSES.get(self.status, '')} ({self.message})")
         out += list(self.trust.get("warnings", ()))
-        if self.n_bootstrap and not (self.conformal_scores is not None and len(self.conformal_scores) >= 5) \
-                and not self.options.get("run_noise"):
+        if self.n_bootstrap and not self.calibrated() and not self.options.get("run_noise"):
             out.append(f"the prediction interval is not calibrated ({int(self.data_range.get('n_budgets', 0))} "
-                       "budgets; extrapolation backtests need 5) and carries no measured seed-to-seed noise "
-                       "(one seed per cell): it can under-cover; repeat some runs with other seeds, or give "
-                       "run_noise")
+                       f"budgets, {self._n_scores} held-out runs; a calibrated 90% interval needs 5 budgets and "
+                       "9 held-out runs) and carries no measured seed-to-seed noise (one seed per cell): it can "
+                       "under-cover; repeat some runs with other seeds, or give run_noise")
         return out + list(self.diagnostics)
 
     @property
@@ -123,14 +123,27 @@ class LossSurfaceFit:
         return 0 if self.bootstrap_params is None else len(self.bootstrap_params)
 
     @property
+    def _n_scores(self) -> int:
+        return 0 if self.conformal_scores is None else len(self.conformal_scores)
+
+    def calibrated(self, level: float = 0.9) -> bool:
+        """Whether the prediction interval at ``level`` is conformal-calibrated: at least 5 held-out
+        scores, and enough to certify the level (ceil((n + 1) level) <= n: 9 for 90%). With fewer the
+        interval is the uncalibrated one (bootstrap, residuals, and the law's error with distance)
+        rather than an unbounded one, and :attr:`warnings` says so."""
+        n = self._n_scores
+        return n >= 5 and math.ceil((n + 1) * level) <= n
+
+    @property
     def interval_method(self) -> str:
-        """Which prediction interval this fit gives (see the module docstring)."""
-        if self.conformal_scores is not None and len(self.conformal_scores) >= 5:
-            return (f"prediction interval, conformal-calibrated on {len(self.conformal_scores)} "
+        """Which prediction interval this fit gives at 90% (see the module docstring)."""
+        if self.calibrated():
+            return (f"prediction interval, conformal-calibrated on {self._n_scores} "
                     f"held-out runs from {self.options.get('calibration_budgets', '?')} "
                     "extrapolation backtests")
         if self.n_bootstrap:
-            return "prediction interval, bootstrap + resampled residuals (uncalibrated)"
+            few = f": {self._n_scores} held-out runs cannot certify 90%" if self._n_scores else ""
+            return f"prediction interval, bootstrap + resampled residuals (uncalibrated{few})"
         return "no interval (fit without bootstrap)"
 
     def _sample_columns(self) -> dict:
@@ -207,7 +220,7 @@ class LossSurfaceFit:
         q = ((1 - level) / 2, (1 + level) / 2)
         if kind == "mean":
             lo, hi = np.nanquantile(logs, q, axis=0)
-        elif self.conformal_scores is not None and len(self.conformal_scores) >= 5:
+        elif self.calibrated(level):
             sigma = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2) * self._distance_factor(N, D)
             half = conformal_quantile(self.conformal_scores, level) * sigma
             lo, hi = center - half, center + half

@@ -135,6 +135,10 @@ def export_cmd(out, csv, final_only):
                    "with --next the fit of the finished runs is the prior.")
 @click.option("--criterion", type=click.Choice(["loss", "n_opt"]), default="loss", show_default=True,
               help="What to pin down at the target: the predicted loss, or log N_opt.")
+@click.option("--form", default=None,
+              help="The loss form the probes will be fitted with (chinchilla, beta_n, ...) [default: the prior's "
+                   "form; with --next, chinchilla]. Without --prior, the reference CPU ladder's runs are fitted in "
+                   "this form to serve as the prior.")
 @click.option("--noise", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Run-to-run sd of log loss [default: the prior fit's, at least 0.01].")
 @click.option("--misfit", type=click.FloatRange(min=0), default=None,
@@ -154,7 +158,7 @@ def export_cmd(out, csv, final_only):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid here (TOML).")
 @guarded
 def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, next_results, k, prior, criterion,
-               noise, misfit, simulate, widths, depth, n_budgets, ratio, out):
+               form, noise, misfit, simulate, widths, depth, n_budgets, ratio, out):
     """Design probe runs. With --budget: the default isoFLOP ladder that spends it (one WSD run per
     width records every level it reaches by branch cooldowns). With --target and --probe-budget: the
     runs, within that cost, that most shrink the interval of the plan at the target (optimal
@@ -173,7 +177,7 @@ def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, nex
         text = design_grid(budget, widths=ws, depth=depth, n_budgets=n_budgets, ratio=ratio)
     else:
         text = _optimal_design(target, probe_budget, unit, dict(gpu=gpu, mfu=mfu, price_per_hour=price_per_hour),
-                               next_results, k, prior, criterion, noise, misfit, ws, depth, simulate)
+                               next_results, k, prior, criterion, noise, misfit, ws, depth, simulate, form)
     if out:
         atomic_write_text(Path(out), text + "\n")
         click.echo(f"wrote {out} (probe run {out})")
@@ -192,7 +196,7 @@ def _widths(text: str) -> tuple:
 
 
 def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, criterion, noise, misfit, widths,
-                    depth, simulate=0) -> str:
+                    depth, simulate=0, form=None) -> str:
     """The optimal (or sequential) design as a grid TOML, its report in the header."""
     import dataclasses
 
@@ -200,7 +204,6 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
 
     from fits.design import MISFIT, design_runs, design_variance, simulate_design, summarise_simulation
     from planner.budget import Budget
-    from planner.plan import resolve_fit
 
     from .sweep import cost_words, design_candidates, ladder_levels, ladder_runs, runs_toml
 
@@ -216,20 +219,19 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
         done = read_table(next_results, "--next")
         done = final_rows(done)
         loss = "val_loss" if "val_loss" in done.columns else "loss"
-        fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, bootstrap=200, seed=0)
+        fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, form=_form_name(form or "chinchilla"),
+                               bootstrap=200, seed=0)
         existing = pd.DataFrame({"group": done["width"], "N": done["params"], "D": done["tokens"],
                                  "fpt": [cand.loc[cand["width"] == w, "fpt"].iloc[0] if (cand["width"] == w).any()
                                          else np.nan for w in done["width"]]}) if "width" in done.columns else None
         res = design_runs(fit, cand, target, k=k, prior_scale=1.0, existing=existing, **opts)
-        head = f"next {k} runs given {len(done)} finished rows of {next_results}"
+        head = (f"next {k} runs given {len(done)} finished rows of {next_results}, for the {fit.form} form "
+                f"(fit them with --form {fit.form})")
     else:
         if probe_budget is None:
             raise InputError("--probe-budget: an optimal design needs what the probes may cost (or --next RESULTS)")
         flops = Budget.from_unit(probe_budget, unit, **hw).flops
-        if prior is None:
-            ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
-            prior = str(ref) if ref.is_file() else "besiroglu2024"
-        fit = resolve_fit(prior)
+        fit, prior = _design_prior(prior, form)
         res = design_runs(fit, cand, target, budget=flops, simulate=simulate, progress=simulate > 0, **opts)
         if res.runs.empty:
             raise InputError(f"--probe-budget: {flops:.3g} FLOPs buys no candidate run (the cheapest costs "
@@ -244,7 +246,8 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
                               "fpt": float(cand.loc[cand["width"] == r["width"], "fpt"].iloc[0])}
                              for r in lad for t in r["tokens"]])
         runs, cost = _runs_by_width(res.runs), res.cost
-        head = f"optimal design within {flops:.3g} FLOPs (prior: {prior})"
+        head = (f"optimal design within {flops:.3g} FLOPs (prior: {prior}), for the {fit.form} form "
+                f"(fit its runs with --form {fit.form})")
         if len(rows):
             hw90 = design_variance(fit, rows, range(len(rows)), target, **opts)
             res = dataclasses.replace(res, baseline={"cost": sum(r["cost"] for r in lad), "n_runs": len(rows),
@@ -263,6 +266,40 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
         return runs_toml(runs, header="\n".join([head, cost_words(cost), res.report()]), depth=depth)
     return runs_toml(_runs_by_width(res.runs), header="\n".join([head, cost_words(res.cost), res.report()]),
                      depth=depth)
+
+
+def _form_name(form: str) -> str:
+    from fits import get_form
+
+    try:
+        return get_form(form).name
+    except InputError as exc:
+        raise InputError(f"--{exc}") from None
+
+
+def _design_prior(prior, form):
+    """The prior fit of an optimal design and its label: ``prior`` as given (its form must be ``form``
+    when both are given), else the reference CPU ladder's fit, refitted in ``form`` when that differs."""
+    from fits import fit_loss_surface
+    from fits._data import read_table
+    from planner.plan import resolve_fit
+
+    name = None if form is None else _form_name(form)
+    ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
+    if prior is None and ref.is_file():
+        fit = resolve_fit(ref)
+        if name is None or fit.form == name:
+            return fit, str(ref)
+        runs = ref.with_name("probes_default_cpu.csv")
+        fit = fit_loss_surface(read_table(runs, "--prior"), n="params", d="tokens", loss="val_loss", form=name,
+                               bootstrap=200, seed=0)
+        return fit, f"{runs}, fitted in the {name} form"
+    prior = prior or "besiroglu2024"
+    fit = resolve_fit(prior)
+    if name is not None and fit.form != name:
+        raise InputError(f"--form: the prior {prior} is a {fit.form} fit; give a prior fitted in the {name} form, "
+                         "or leave out --prior to refit the reference runs in it")
+    return fit, prior
 
 
 def _runs_by_width(rows) -> dict:

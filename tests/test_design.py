@@ -138,6 +138,22 @@ def test_probe_design_next_proposes_k_runs_given_finished_ones(tmp_path):
     assert "when to stop" in r.output
 
 
+def test_probe_design_serves_the_form_the_probes_will_be_fitted_with(tmp_path):
+    from probes.cli import main
+
+    r = CliRunner().invoke(main, ["design", "--target", "1e14", "--probe-budget", "1e12", "--form", "beta_n",
+                                  "--simulate", "0"])
+    assert r.exit_code == 0, r.output
+    assert "probes_default_cpu.csv, fitted in the beta_n form" in r.output and "[[run]]" in r.output
+    nxt = CliRunner().invoke(main, ["design", "--target", "1e14", "--next", str(REF / "probes_default_cpu.csv"),
+                                    "--k", "2", "--form", "beta_n"])
+    assert nxt.exit_code == 0, nxt.output
+    for args, msg in ((["--form", "beta_n", "--prior", "besiroglu2024"], "--form: the prior besiroglu2024 is a chinchilla"),
+                      (["--form", "nope"], "--form: must be one of")):
+        bad = CliRunner().invoke(main, ["design", "--target", "1e14", "--probe-budget", "1e12", "--simulate", "0", *args])
+        assert bad.exit_code == 2 and msg in bad.output, bad.output
+
+
 def test_sequential_prior_from_a_fit_is_narrower_than_the_preset_prior():
     fit = load_fit(REF / "probes_default_cpu_fit.json")
     from probes.sweep import design_candidates
@@ -170,6 +186,20 @@ def test_simulated_fits_recover_a_known_law_and_refuse_too_few_runs():
     assert (few["status"] == "failed").all() and summarise_simulation(few)["score"] == UNUSABLE
     with pytest.raises(ValueError, match="n_sims"):
         simulate_design(prior, rows, 1e22, n_sims=0)
+
+
+def test_simulated_fits_use_the_prior_form():
+    from fits import fit_loss_surface, get_form
+
+    truth = dict(E=1.7, A=300.0, B=900.0, alpha=0.33, beta=0.30, kappa=-0.03)
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e8, 3e9, 6), np.geomspace(2e9, 3e11, 6)))
+    table = pd.DataFrame({"N": N, "D": D, "loss": get_form("beta_n")(N, D, truth)})
+    prior = fit_loss_surface(table, n="N", d="D", loss="loss", form="beta_n", bootstrap=20, seed=0)
+    rows = table.assign(group=table["N"])
+    exact = dict(noise=1e-4, misfit=0.0, shared_noise=0.0, interaction=0.0, seed=3)
+    sim = simulate_design(prior, rows, 1e22, n_sims=3, **exact)
+    assert sim["status"].isin(["converged", "at_bound", "not_identified"]).all()
+    assert sim["error"].abs().max() < 0.01  # a Chinchilla fit of these truths misses by 3.5%
 
 
 def test_a_simulation_checked_design_keeps_the_proposal_whose_fits_miss_least():

@@ -103,6 +103,21 @@ def test_calibrated_intervals_cover_next_budget_on_chinchilla(chinchilla_points)
     assert cal.summary["mean_abs_rel_error"] < 0.03
 
 
+def test_too_few_held_out_scores_give_the_uncalibrated_interval_not_an_unbounded_one(sweep):
+    import dataclasses
+
+    fit = fit_loss_surface(sweep, bootstrap=100, seed=1)
+    raw = dataclasses.replace(fit, conformal_scores=None)
+    few = dataclasses.replace(fit, conformal_scores=np.full(6, 1.0))   # ceil(7 * 0.9) = 7 > 6: cannot certify 90%
+    enough = dataclasses.replace(fit, conformal_scores=np.full(9, 1.0))
+    assert not few.calibrated(0.9) and few.calibrated(0.8) and enough.calibrated(0.9)
+    lo_few, hi_few = few.interval(3e9, 6e10, level=0.9)[1:]
+    assert np.isfinite(hi_few) and (lo_few, hi_few) == raw.interval(3e9, 6e10, level=0.9)[1:]
+    assert "cannot certify 90%" in few.interval_method and "conformal-calibrated" in enough.interval_method
+    assert any("9 held-out runs" in w for w in few.warnings)
+    assert np.isfinite(enough.interval(3e9, 6e10, level=0.9)[2])
+
+
 def test_seeded_bootstrap_is_reproducible(sweep):
     a = fit_loss_surface(sweep, bootstrap=30, seed=7, calibrate=False)
     b = fit_loss_surface(sweep, bootstrap=30, seed=7, calibrate=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import BESIROGLU, SHARED
@@ -18,6 +18,8 @@ FARSEER_CSV = SHARED / "data" / "farseer_train.csv"
 # a Farseer law with a floor that falls with N, a data coefficient and exponent that move with N
 FARSEER_TRUE = dict(f0=-0.8, f1=-0.11, f2=-0.1, g0=4.6, g1=-0.8, g2=-0.2, h0=-1.2, h1=-0.15, h2=-0.1)
 INTERACTION_TRUE = dict(E=1.7, A=300.0, B=900.0, alpha=0.33, beta=0.30)
+# Chinchilla's terms with a data exponent that falls by 0.03 per decade of N (Farseer's table gives -0.01)
+BETA_N_TRUE = dict(E=1.7, A=300.0, B=900.0, alpha=0.33, beta=0.30, kappa=-0.03)
 KAPLAN_JOINT = dict(N_c=6.4e13, D_c=1.8e13, alpha_N=0.076, alpha_D=0.103)  # Kaplan et al. 2020, Table 2
 
 
@@ -31,7 +33,8 @@ def grid_table(form: str, params: dict, sizes=np.geomspace(1e8, 3e9, 9), tpp=np.
     return pd.DataFrame({"params": N, "tokens": D, "loss": loss})
 
 
-@pytest.mark.parametrize("form, truth", [("farseer", FARSEER_TRUE), ("interaction", INTERACTION_TRUE)])
+@pytest.mark.parametrize("form, truth", [("farseer", FARSEER_TRUE), ("interaction", INTERACTION_TRUE),
+                                         ("beta_n", BETA_N_TRUE)])
 def test_form_recovers_known_parameters(form, truth):
     fit = fit_loss_surface(grid_table(form, truth), form=form)
     assert fit.status in ("converged", "not_identified")
@@ -51,16 +54,42 @@ def test_farseer_at_zero_curvature_is_a_power_law_floor():
     assert np.allclose(law(N, np.full(3, 1e300), p), floor, rtol=1e-9)
 
 
+def test_beta_n_is_chinchilla_at_zero_kappa_and_its_jacobian_is_exact():
+    from fits.forms import chinchilla
+
+    law = get_form("beta_n")
+    N, D = np.geomspace(1e6, 1e11, 6), np.geomspace(1e8, 1e13, 6)
+    flat = dict(BETA_N_TRUE, kappa=0.0)
+    assert np.allclose(law(N, D, flat), chinchilla(N, D, **INTERACTION_TRUE), rtol=1e-12)
+    # kappa < 0: at 1e9 parameters the exponent is beta; a decade larger, beta - 0.03
+    L = law(np.array([1e10]), np.array([1e11]), BETA_N_TRUE)
+    assert float(L[0]) == pytest.approx(1.7 + 300 / 1e10**0.33 + 900 / 1e11**0.27, rel=1e-12)
+    data = {"N": N, "D": D, "logN": np.log(N), "logD": np.log(D)}
+    th = law.to_theta(BETA_N_TRUE)
+    J = law.log_jacobian(th, data)
+    num = np.column_stack([(law.log_predict(th + 1e-6 * e, data) - law.log_predict(th - 1e-6 * e, data)) / 2e-6
+                           for e in np.eye(len(th))])
+    assert np.allclose(J, num, atol=1e-7)
+    assert np.allclose(law.log_predict(th, data), np.log(law(N, D, BETA_N_TRUE)), rtol=1e-12)
+    # the batched call bootstrap refits make: theta (p, B, 1) against data (B, n)
+    batch = {"logN": np.tile(data["logN"], (2, 1)), "logD": np.tile(data["logD"], (2, 1))}
+    assert law.log_jacobian(np.stack([th, th], axis=1)[:, :, None], batch).shape == (2, 6, 6)
+
+
 @settings(max_examples=30, deadline=None)
 @given(alpha=st.floats(0.1, 0.8), beta=st.floats(0.1, 0.8), logc=st.floats(16, 26))
+@example(alpha=0.75, beta=0.75, logc=25.0)  # the reducible loss ~1e-6 of E: flat in N to rounding
 def test_numeric_allocation_matches_the_closed_form(alpha, beta, logc):
     C = 10.0**logc
     n_closed, _ = chinchilla_allocation(C, 480.0, 2000.0, alpha, beta)
     law = lambda N, D: 1.8 + 480.0 / N**alpha + 2000.0 / D**beta
     n_num, d_num = numeric_allocation(law, C)
     if abs(np.log(n_closed) - 0.5 * np.log(C / 6)) < 7.5:  # inside the searched span
-        assert float(n_num) == pytest.approx(float(n_closed), rel=1e-5)
         assert float(n_num * d_num * 6) == pytest.approx(C, rel=1e-12)
+        d_closed = C / 6 / n_closed
+        assert float(law(n_num, d_num)) <= float(law(n_closed, d_closed)) * (1 + 1e-14)
+        if law(n_closed, d_closed) - 1.8 > 1e-4:  # where the loss still resolves N (not flat to rounding)
+            assert float(n_num) == pytest.approx(float(n_closed), rel=1e-5)
 
 
 def test_numeric_allocation_vectorises_over_samples_and_budgets():
@@ -76,14 +105,15 @@ def test_numeric_allocation_vectorises_over_samples_and_budgets():
 
 
 @pytest.mark.parametrize("truth_form, truth", [("chinchilla", BESIROGLU), ("farseer", FARSEER_TRUE),
-                                               ("interaction", INTERACTION_TRUE), ("kaplan", KAPLAN_JOINT)])
+                                               ("interaction", INTERACTION_TRUE), ("kaplan", KAPLAN_JOINT),
+                                               ("beta_n", BETA_N_TRUE)])
 def test_auto_picks_the_true_form(truth_form, truth):
     table = grid_table(truth_form, truth, noise=0.001, seed=1)
     frame = pd.DataFrame({"N": table["params"], "D": table["tokens"], "C": 6 * table["params"] * table["tokens"],
                           "loss": table["loss"]})
     cmp = compare_forms(frame, bootstrap=0)
     assert cmp.chosen == truth_form, cmp.report()
-    assert set(cmp.table.index) == {"chinchilla", "interaction", "kaplan", "farseer"}
+    assert set(cmp.table.index) == {"chinchilla", "beta_n", "interaction", "kaplan", "farseer"}
     assert (cmp.folds["axis"].unique() == ["compute", "size", "tokens"]).all()
 
 
