@@ -92,9 +92,11 @@ def main():
     from fits._io import to_jsonable
 
     path = ROOT / "benchmarks" / "results" / "design_e2e.json"
+    done = {(o["form"], o["probe_budget"]) for o in settings}
     kept = [o for o in (json.loads(path.read_text()) if path.is_file() else [])
-            if o.get("form", "chinchilla") != args.form]
-    path.write_text(json.dumps(to_jsonable(kept + settings), indent=1))
+            if (o.get("form", "chinchilla"), o["probe_budget"]) not in done]
+    rows = sorted(kept + to_jsonable(settings), key=lambda o: (o["form"], -o["probe_budget"]))
+    path.write_text(json.dumps(rows, indent=1))
     print(json.dumps([{k: o[k] for k in ("probe_budget", "half_width_ratio_ladder_over_optimal")} for o in settings]))
 
 
