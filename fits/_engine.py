@@ -198,22 +198,13 @@ def _valleys(cost: np.ndarray) -> list[tuple[int, int]]:
 def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
     """Candidate optimiser vectors for ``form`` on ``data``."""
     names = form.param_names
+    if form.name == "beta_n":
+        return beta_n_starts(form, data, delta)
     if set(("E", "A", "B", "alpha", "beta")) <= set(names):
-        base = varpro_starts(data, delta)
         out = []
-        extra = [({}, base)]
-        if "kappa" in names:  # beta_n: the map redone at a few fixed bends (a bend can hide in A and alpha)
-            from .forms import BETA_N_REF
-            x = (data["logN"] - np.log(BETA_N_REF)) / np.log(10.0)
-            extra += [({"kappa": kap}, varpro_starts(data, delta, k=3, beta_shift=kap * x))
-                      for kap in (-0.06, -0.02, 0.02, 0.06)]
-        for fixed_at, starts in extra:
-            for th in starts:
-                p = dict(zip(("A", "B", "E", "alpha", "beta"), (np.exp(th[0]), np.exp(th[1]),
-                                                               np.exp(th[2]), th[3], th[4])))
-                p.update(fixed_at)
-                p.update({k: v for k, v in {**form.start, **form.defaults}.items() if k not in p})
-                out.append(form.to_theta({n: p[n] for n in names}))
+        for th in varpro_starts(data, delta):
+            p = {**_varpro_params(th), **form.defaults}
+            out.append(form.to_theta({n: p[n] for n in names}))
         return out
     if form.name == "kaplan":
         mn, md = np.mean(data["logN"]), np.mean(data["logD"])
@@ -227,6 +218,24 @@ def start_points(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
     if form.name == "farseer":
         return farseer_starts(data, delta)
     raise NotImplementedError(f"no start-point rule for form {form.name!r}; register one")
+
+
+def _varpro_params(th: np.ndarray) -> dict:
+    """Chinchilla's parameters from a :func:`varpro_starts` vector (log A, log B, log E, alpha, beta)."""
+    return {"A": np.exp(th[0]), "B": np.exp(th[1]), "E": np.exp(th[2]), "alpha": th[3], "beta": th[4]}
+
+
+def beta_n_starts(form: Form, data: FitData, delta: float) -> list[np.ndarray]:
+    """beta_n starts: Chinchilla's map at kappa = 0, and the map redone at a few fixed kappas (the data
+    exponent shifted by kappa log10(N / 1e9) row by row): a bend can otherwise hide in A and alpha."""
+    from .forms import BETA_N_REF
+
+    x = (data["logN"] - np.log(BETA_N_REF)) / np.log(10.0)
+    out = []
+    for kappa in (0.0, -0.06, -0.02, 0.02, 0.06):
+        starts = varpro_starts(data, delta) if kappa == 0 else varpro_starts(data, delta, k=3, beta_shift=kappa * x)
+        out += [form.to_theta({**_varpro_params(th), "kappa": kappa}) for th in starts]
+    return out
 
 
 def _box_cox_fit(ln: np.ndarray, y: np.ndarray, lo: float = -1.5, hi: float = 1.5):

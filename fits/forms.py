@@ -237,7 +237,6 @@ class Form:
     log_params : parameters fitted as their logarithm (they must stay positive).
     bounds : (low, high) per parameter in natural units; missing means unbounded.
     defaults : values used when a parameter is held fixed by default (e.g. published R*).
-    start : where a free parameter beyond Chinchilla's five starts (e.g. a bend at 0).
     citation : where the law comes from.
     allocate : closed-form ``allocate(C, **params) -> (N, D)`` when one exists.
     """
@@ -249,7 +248,6 @@ class Form:
     log_params: frozenset = frozenset()
     bounds: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
-    start: dict = field(default_factory=dict)
     allocate: Callable | None = None
 
     @cached_property
@@ -520,7 +518,6 @@ register_form(_BetaNForm(
     log_params=frozenset({"E", "A", "B"}),
     # kappa within +-0.3 per decade: beyond it the data exponent leaves [0, 3] within a few decades
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "kappa": (-0.3, 0.3), **TERM_BOUNDS},
-    start={"kappa": 0.0},
 ))
 
 FARSEER_EXPONENT_BOUNDS = (-1.5, 1.5)

@@ -210,6 +210,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     for name, value in (("--noise", noise), ("--misfit", misfit)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{name}: must be a finite number; got {value}")
+    form = None if form is None else _form_name(form)
     cand = design_candidates(widths=widths, depth=depth)
     opts = dict(criterion=criterion, noise=noise, misfit=MISFIT if misfit is None else misfit)
     if next_results is not None:
@@ -219,7 +220,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
         done = read_table(next_results, "--next")
         done = final_rows(done)
         loss = "val_loss" if "val_loss" in done.columns else "loss"
-        fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, form=_form_name(form or "chinchilla"),
+        fit = fit_loss_surface(done, n="params", d="tokens", loss=loss, form=form or "chinchilla",
                                bootstrap=200, seed=0)
         existing = pd.DataFrame({"group": done["width"], "N": done["params"], "D": done["tokens"],
                                  "fpt": [cand.loc[cand["width"] == w, "fpt"].iloc[0] if (cand["width"] == w).any()
@@ -277,14 +278,13 @@ def _form_name(form: str) -> str:
         raise InputError(f"--{exc}") from None
 
 
-def _design_prior(prior, form):
-    """The prior fit of an optimal design and its label: ``prior`` as given (its form must be ``form``
-    when both are given), else the reference CPU ladder's fit, refitted in ``form`` when that differs."""
+def _design_prior(prior, name):
+    """The prior fit of an optimal design and its label: ``prior`` as given (its form must be the form
+    ``name`` when both are given), else the reference CPU ladder's fit, refitted in that form when it differs."""
     from fits import fit_loss_surface
     from fits._data import read_table
     from planner.plan import resolve_fit
 
-    name = None if form is None else _form_name(form)
     ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
     if prior is None and ref.is_file():
         fit = resolve_fit(ref)
