@@ -289,7 +289,7 @@ def farseer_starts(data: FitData, delta: float) -> list[np.ndarray]:
     if len(rows) >= 3:
         n, lf, lg, lh = (np.array(c) for c in zip(*rows))
         n = n - np.log(FARSEER_N_REF)
-        (f0, f1, f2), (g0, g1, g2), (h0, h1, h2) = _box_cox_fit(n, lf, hi=0.0), _box_cox_fit(n, lg), _box_cox_fit(n, lh)
+        (f0, f1, f2), (g0, g1, g2), (h0, h1, h2) = (_box_cox_fit(n, v, hi=0.0) for v in (lf, lg, lh))
         starts.append(np.array([f0, f1, f2, g0, g1, g2, h0, h1, h2]))
     return starts
 

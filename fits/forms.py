@@ -28,6 +28,7 @@ __all__ = [
     "register_form",
     "chinchilla_allocation",
     "effective_data",
+    "law_floor",
     "STATUSES",
 ]
 
@@ -130,16 +131,21 @@ def beta_n(N, D, E, A, B, alpha, beta, kappa):
     return E + A / np.power(N, alpha) + B / np.power(D, beta + kappa * x)
 
 
-def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50):
+def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50, with_edge: bool = False):
     """Compute-optimal (N, D) under C = 6 N D for any law, vectorised: ``loss(N, D)`` broadcasts,
     C may be any shape (e.g. (B, k) budgets by bootstrap samples broadcast inside ``loss``).
 
-    A grid over log N spanning 8 e-folds either side of N = D locates the basin, golden-section
-    search inside the bracket of the best node refines it to ~1e-10 in log N.
+    A grid over log N spanning 8 e-folds either side of N = D (tokens per parameter 1e-7..9e6)
+    locates the basin, golden-section search inside the bracket of the best node refines it to
+    ~1e-10 in log N. With ``with_edge`` it also returns a boolean array: True where the best node
+    is an end of the grid, i.e. the law has no interior optimum there (the loss keeps falling
+    along the isoFLOP line): the returned N is then the grid's edge, not an optimum.
 
     >>> n, d = numeric_allocation(lambda N, D: chinchilla(N, D, 1.8, 482.01, 2085.43, .3478, .3658), 5.88e23)
     >>> f"{float(n):.3g} {float(d):.4g}"
     '7.3e+10 1.342e+12'
+    >>> numeric_allocation(lambda N, D: 2.0 + 100 / N**0.3, 1e21, with_edge=True)[2]
+    array(True)
     """
     C = np.asarray(C, dtype=float)
     mid = 0.5 * np.log(C / 6.0)
@@ -150,7 +156,9 @@ def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50):
     vals = np.where(np.isfinite(vals), vals, np.inf)
     shape = np.broadcast_shapes(vals.shape, x.shape)
     vals, x = np.broadcast_to(vals, shape), np.broadcast_to(x, shape)
-    i = np.clip(np.argmin(vals, axis=-1), 1, n_grid - 2)
+    i0 = np.argmin(vals, axis=-1)
+    edge = (i0 == 0) | (i0 == n_grid - 1) | ~np.isfinite(np.min(vals, axis=-1))
+    i = np.clip(i0, 1, n_grid - 2)
     a = np.take_along_axis(x, (i - 1)[..., None], -1)[..., 0]
     b = np.take_along_axis(x, (i + 1)[..., None], -1)[..., 0]
     Cb = np.broadcast_to(C, a.shape)
@@ -166,6 +174,8 @@ def numeric_allocation(loss, C, n_grid: int = 97, iters: int = 50):
         left = f(c) < f(d)
         a, b = np.where(left, a, c), np.where(left, d, b)
     N = np.exp(0.5 * (a + b))
+    if with_edge:
+        return N, Cb / 6.0 / N, np.broadcast_to(edge, N.shape)
     return N, Cb / 6.0 / N
 
 
@@ -221,6 +231,25 @@ def data_constrained(N, D, U, E, A, B, alpha, beta, R_D_star, R_N_star):
     R_N = N / U_N - 1.0
     N_eff = U_N + U_N * R_N_star * (1.0 - np.exp(-R_N / R_N_star))
     return chinchilla(N_eff, D_eff, E, A, B, alpha, beta)
+
+
+def law_floor(form, N, params):
+    """The loss a law reaches at model size N with unlimited data (its floor): E for the Chinchilla
+    type forms (the infimum over N too), exp(F(N)) for Farseer, 0 for Kaplan and unknown forms.
+    Parameters may be bootstrap columns broadcasting against N.
+
+    >>> float(law_floor(get_form("chinchilla"), 1e9, dict(E=1.8, A=1, B=1, alpha=.3, beta=.3)))
+    1.8
+    """
+    N = np.asarray(N, dtype=float)
+    name = form if isinstance(form, str) else form.name
+    if "E" in params and name != "kaplan":
+        return np.broadcast_to(np.asarray(params["E"], float), np.broadcast(N, np.asarray(params["E"])).shape)
+    if name == "farseer":
+        n = N / FARSEER_N_REF
+        with np.errstate(all="ignore"):
+            return np.exp(params["f0"] + params["f1"] * box_cox(n, params["f2"]))
+    return np.zeros(N.shape)
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -293,17 +322,22 @@ class Form:
             return np.log(self(data["N"], data["D"], self.from_theta(theta),
                                **{v: data[v] for v in self.variables}))
 
-    def optimal(self, C, params: dict, **variables) -> tuple[np.ndarray, np.ndarray]:
+    def optimal(self, C, params: dict, with_edge: bool = False, **variables):
         """Compute-optimal (N, D) at budgets C (C = 6 N D): the closed form when the law has one,
         else :func:`numeric_allocation`. Parameters may be arrays that broadcast against C
-        (bootstrap samples as (B, 1) columns against C as (1, k)); so may the variables."""
+        (bootstrap samples as (B, 1) columns against C as (1, k)); so may the variables.
+        With ``with_edge``, also a boolean array: True where the law has no interior optimum
+        (the search ran to its edge, or the closed form is not finite)."""
         C = np.atleast_1d(np.asarray(C, dtype=float))
         if self.allocate is not None and not variables:
-            return self.allocate(C, **params)
+            N, D = self.allocate(C, **params)
+            if not with_edge:
+                return N, D
+            return N, D, ~(np.isfinite(N) & np.isfinite(D) & (N > 0) & (D > 0))
         grid_axis = lambda v: np.asarray(v, dtype=float)[..., None] if np.ndim(v) else v
         p = {k: grid_axis(v) for k, v in params.items()}
         var = {k: grid_axis(v) for k, v in variables.items()}
-        return numeric_allocation(lambda N, D: self(N, D, p, **var), C)
+        return numeric_allocation(lambda N, D: self(N, D, p, **var), C, with_edge=with_edge)
 
 
 class _ChinchillaForm(Form):
@@ -527,7 +561,11 @@ register_form(_FarseerForm(
     citation="Li et al. 2025 (Farseer), arXiv:2506.10972",
     # the floor's curvature f2 <= 0: a floor that falls faster than a power law in N (f2 > 0) fits
     # a sweep as well but sends the compute-optimal N to infinity beyond it
-    bounds={"f2": (FARSEER_EXPONENT_BOUNDS[0], 0.0), "g2": FARSEER_EXPONENT_BOUNDS, "h2": FARSEER_EXPONENT_BOUNDS},
+    # likewise g2, h2 <= 0: with g2 > 0 (h2 > 0) the data coefficient (exponent) can fall without
+    # limit in N, so the loss along an isoFLOP line keeps falling as N grows and the compute-optimal
+    # N runs to infinity (fitted on Farseer's runs below 3e19 FLOPs, g2 = 0.18 and h2 = 0.27 did)
+    bounds={"f2": (FARSEER_EXPONENT_BOUNDS[0], 0.0), "g2": (FARSEER_EXPONENT_BOUNDS[0], 0.0),
+            "h2": (FARSEER_EXPONENT_BOUNDS[0], 0.0)},
 ))
 register_form(_InteractionForm(
     name="interaction",

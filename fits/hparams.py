@@ -253,6 +253,43 @@ def _joint_fit(local: pd.DataFrame, start: dict, free: dict) -> np.ndarray:
     return out
 
 
+_BOWL_BOUNDS = {"c_lo": (1e-6, 10.0), "c_hi": (1e-6, 10.0), "c3_lo": (0.0, 10.0), "c3_hi": (0.0, 10.0),
+                "c_vv": (0.0, 10.0), "c_vvv": (-1.0, 1.0), "c_uv": (-1.0, 1.0)}
+JOINT_AGREEMENT = 0.5  # grid steps: the joint lr* may sit at most this far from the per-cell optima (median)
+
+
+def _joint_problems(theta: np.ndarray, local: pd.DataFrame, cells: pd.DataFrame, b_var: bool) -> str:
+    """Why a joint fit cannot stand ("" when it can): bowl terms on their bounds (its shape is held by the
+    bounds, not the runs), a bowl whose minimum over the sampled window is not at u = v = 0 (the laws
+    would not be its optimum), or a joint lr* more than ``JOINT_AGREEMENT`` grid steps (median over cells)
+    from the cells' own optima."""
+    p = dict(zip(_JOINT_NAMES, theta))
+    out = []
+    used = [k for k in _BOWL_BOUNDS if b_var or k not in ("c_vv", "c_vvv", "c_uv")]
+    tol = {k: 1e-4 * (b - a) for k, (a, b) in _BOWL_BOUNDS.items()}
+    # on the upper bound, or on the lower one where that is not a natural 0 (no cubic, no batch curvature)
+    on = [f"{k} = {p[k]:.3g}" for k in used if p[k] >= _BOWL_BOUNDS[k][1] - tol[k]
+          or (k not in ("c3_lo", "c3_hi", "c_vv") and p[k] <= _BOWL_BOUNDS[k][0] + tol[k])]
+    if on:
+        out.append("bowl terms on their bounds: " + ", ".join(on))
+    logN, logD = np.log(local["N"].to_numpy(float)), np.log(local["D"].to_numpy(float))
+    u = np.log(local["lr"].to_numpy(float)) - (p["lr_log_k"] + p["lr_a_N"] * logN + p["lr_a_D"] * logD)
+    v = np.log(local["batch"].to_numpy(float)) - (p["b_log_k"] + p["b_a_D"] * logD) if b_var else np.zeros(len(local))
+    U, V = np.meshgrid(np.linspace(u.min(), u.max(), 41), np.linspace(v.min(), v.max(), 41) if b_var else [0.0])
+    b = _bowl(theta, U, V)
+    if b.min() < -1e-6:
+        i = np.unravel_index(np.argmin(b), b.shape)
+        out.append(f"the bowl's minimum is off its centre (u {U[i]:.2f}, v {V[i]:.2f} in log units, depth {b[i]:.2g})")
+    lr_joint = np.exp(p["lr_log_k"] + p["lr_a_N"] * np.log(cells["N"]) + p["lr_a_D"] * np.log(cells["D"]))
+    steps = [np.median(np.diff(np.unique(np.log(g["lr"])))) for _, g in local.groupby("cell") if g["lr"].nunique() > 1]
+    step = float(np.median(steps)) if steps else math.log(2.0)
+    gap = float(np.median(np.abs(np.log(lr_joint / cells["lr_opt"])))) / step
+    if gap > JOINT_AGREEMENT:
+        out.append(f"its lr* sits {gap:.2f} grid steps from the per-cell optima (median; limit {JOINT_AGREEMENT:g}): "
+                   f"{float(np.median(lr_joint)):.3g} vs {float(cells['lr_opt'].min()):.3g}-{float(cells['lr_opt'].max()):.3g}")
+    return "; ".join(out)
+
+
 def _joint_laws(local: pd.DataFrame, two_stage: dict, n_var: bool, d_var: bool, b_var: bool,
                 start: np.ndarray | None = None) -> np.ndarray:
     lr, b = two_stage["lr"], two_stage["batch"]
@@ -528,11 +565,16 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
     samples = []
     if len(cells) < MIN_BOOTSTRAP_CELLS:  # resampling two or three cells gives a spuriously tight interval
         bootstrap = 0
+    two_stage = laws["lr"]
+    fallback = None
     if method == "joint":
         local = _local_runs(runs)
         theta = _joint_laws(local, laws, n_var, d_var, b_var)
-        two_stage = laws["lr"]
-        laws["lr"] = {**laws["lr"], "log_k": float(theta[0]), "a_N": float(theta[1]), "a_D": float(theta[2])}
+        fallback = _joint_problems(theta, local, cells, b_var)
+        if fallback:  # the shared bowl is not identified: the per-cell laws stand in, and the fit says why
+            method = "cells"
+    if method == "joint":
+        laws = {**laws, "lr": {**laws["lr"], "log_k": float(theta[0]), "a_N": float(theta[1]), "a_D": float(theta[2])}}
         if b_var:
             laws["batch"] = {**laws["batch"], "log_k": float(theta[3]), "a_D": float(theta[4])}
         bowl = dict(zip(_JOINT_NAMES[5:], (float(v) for v in theta[5:])))
@@ -568,6 +610,9 @@ def fit_hyperparameters(df, n: str = "params", d: str = "tokens", lr: str = "lr"
                               priors["batch_fit"] / priors["batch_deepseek"], priors["batch_fit"] / priors["batch_steplaw"]])
     priors["flag"] = np.any((ratios > 2) | (ratios < 0.5), axis=1)
     notes = []
+    if fallback:
+        notes.append(f"the joint fit was not used ({fallback}); the per-cell optima's power laws stand in "
+                     "(method 'cells')")
     if len(cells) < MIN_BOOTSTRAP_CELLS:
         notes.append(f"{len(cells)} cells: too few to bootstrap, so the laws carry no interval")
     if cells["N"].nunique() < 2:

@@ -28,6 +28,9 @@ CANDIDATES = ("chinchilla", "beta_n", "interaction", "kaplan", "farseer")
 PARSIMONY = 0.10   # a simpler form within 10% of the best backtest error is preferred
 CREDIBLE = 2.0     # forms within 2x the best error count in the model-uncertainty spread
 MIN_SIZES = {"farseer": 5}   # distinct model sizes a form needs in its training set (default 3)
+# a form whose backtests put N_opt more than this (relative) off the held-out isoFLOP minimum, i.e.
+# beyond a factor 2, is not chosen to allocate, however well it predicts the loss
+N_OPT_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,16 +142,17 @@ def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, se
                 pred, cover = sub.predict(N, D), math.nan
             err = np.abs(pred - obs) / obs
             n_err = math.nan
-            if axis == "compute":
+            alloc = sub.allocation(float(test["C"].median()), level=None)
+            edge = bool(alloc["at_edge"][0])
+            if axis == "compute" and not edge:
                 n_obs = _observed_n_opt(test)
                 if np.isfinite(n_obs):
-                    n_pred = float(sub.law.optimal(float(test["C"].median()), sub.params)[0][0])
-                    n_err = abs(n_pred / n_obs - 1.0)
+                    n_err = abs(float(alloc["params"][0]) / n_obs - 1.0)
             rows.append({**row, "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
-                         "coverage": cover, "n_opt_abs_rel_error": n_err,
+                         "coverage": cover, "n_opt_abs_rel_error": n_err, "at_edge": edge,
                          "status": sub.status, "note": ""})
     fold_df = pd.DataFrame(rows)
-    for c in ("mean_abs_rel_error", "max_abs_rel_error", "coverage", "n_opt_abs_rel_error"):
+    for c in ("mean_abs_rel_error", "max_abs_rel_error", "coverage", "n_opt_abs_rel_error", "at_edge"):
         if c not in fold_df.columns:
             fold_df[c] = math.nan
     table = []
@@ -163,6 +167,7 @@ def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, se
             "worst_abs_rel_error": float(scored["max_abs_rel_error"].max()) if complete else math.nan,
             "n_opt_abs_rel_error": float(scored["n_opt_abs_rel_error"].median()) if complete else math.nan,
             "coverage": float(np.sum(scored["coverage"] * w) / w.sum()) if complete and bootstrap else math.nan,
+            "edge_folds": int(scored["at_edge"].fillna(False).astype(bool).sum()),
             "note": "" if complete else (f.loc[f["note"] != "", "note"].iloc[0] if (f["note"] != "").any()
                                          else "no backtest fold"),
         })
@@ -171,12 +176,29 @@ def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, se
     return FormComparison(table=table, folds=fold_df, chosen=chosen, reason=reason, weights=weights)
 
 
+def _allocation_failures(scored: pd.DataFrame) -> dict:
+    """{form: why} for forms whose backtests misplace the compute-optimal N: N_opt more than
+    :data:`N_OPT_TOLERANCE` off the held-out isoFLOP minimum, or a fold with no interior optimum."""
+    out = {}
+    for f, r in scored.iterrows():
+        if r.get("edge_folds", 0) and r["edge_folds"] > 0:
+            out[f] = f"no interior optimum in {int(r['edge_folds'])} backtest fold(s)"
+        elif np.isfinite(r["n_opt_abs_rel_error"]) and r["n_opt_abs_rel_error"] > N_OPT_TOLERANCE:
+            out[f] = f"N_opt backtest error {r['n_opt_abs_rel_error']:.0%}"
+    return out
+
+
 def _choose(table: pd.DataFrame) -> tuple[str, str, dict]:
     scored = table.dropna(subset=["mean_abs_rel_error"])
     if scored.empty:
         first = table.index[0]
         return first, (f"{first}: no form could be backtested ({table['note'].iloc[0]}); the first "
                        "candidate is used, unvalidated"), {first: 1.0}
+    failed = _allocation_failures(scored)
+    dropped = ""
+    if failed and len(failed) < len(scored):  # a law that misplaces N_opt cannot be chosen to allocate
+        dropped = "; not eligible, their backtests misplace N_opt: " + ", ".join(f"{f} ({w})" for f, w in failed.items())
+        scored = scored.drop(index=list(failed))
     err = scored["mean_abs_rel_error"]
     best = err.idxmin()
     near = scored[err <= err[best] * (1.0 + PARSIMONY)]
@@ -192,7 +214,7 @@ def _choose(table: pd.DataFrame) -> tuple[str, str, dict]:
     ref = max(err[chosen], 1e-12)
     weights = {f: float((ref / max(e, 1e-12)) ** 2) for f, e in err.items() if e <= CREDIBLE * ref}
     total = sum(weights.values())
-    return chosen, reason, {f: w / total for f, w in weights.items()}
+    return chosen, reason + dropped, {f: w / total for f, w in weights.items()}
 
 
 def plot_forms(fit, data: pd.DataFrame | None = None, target: float | None = None, ax=None, level: float = 0.9):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
-from .forms import STATUSES, Form, get_form
+from .forms import STATUSES, Form, get_form, law_floor
 
 if TYPE_CHECKING:  # pandas and scipy load only when a table is built or a fit is run,
     import pandas as pd  # so that loading a saved fit to plan stays fast
@@ -73,6 +73,12 @@ class LossSurfaceFit:
     def n_definition(self) -> dict:
         """What N counts: {"kind": "non_embedding" | "total" | "unspecified", "vocab_size": ...}."""
         return dict(self.options.get("n_definition") or {"kind": "unspecified"})
+
+    @property
+    def loss_unit(self) -> str:
+        """What the loss measures (e.g. "nats per token (MassiveText, SentencePiece 32k)", "bits per byte");
+        a loss is comparable only with losses in the same unit, on the same data and tokenizer."""
+        return str(self.options.get("loss_unit") or "an unspecified unit")
 
     @property
     def shape_family(self) -> dict | None:
@@ -215,31 +221,78 @@ class LossSurfaceFit:
         N, D, var = self._inputs(N, D, dict(variables))
         shape = np.broadcast(N, D).shape
         N, D = np.broadcast_to(N, shape), np.broadcast_to(D, shape)
+        center, lo, hi = self._log_interval(N, D, var, level, kind)
+        return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
+
+    @property
+    def extrapolation_error(self) -> float:
+        """sd of this law's log-loss error per decade beyond the fitted runs (hull distance), which
+        prediction intervals add in quadrature: the value saved with the fit, else the one the
+        extrapolation benchmark measured for the form (:data:`EXTRAPOLATION_ERROR`; ``"auto"`` for a
+        fit whose form was chosen by backtest, whose interval also carries the forms' spread)."""
+        k = self.options.get("extrapolation_error")
+        return float(k) if k is not None else extrapolation_error_of(self.form)
+
+    def _scores(self, k: float | None = None) -> np.ndarray:
+        """Calibration scores |log error| / sd of the held-out runs of the fit's own backtests, with sd
+        grown by the per-decade error ``k`` (default :attr:`extrapolation_error`) at each run's
+        distance beyond its backtest's fit; fits saved with bare scores give those."""
+        c = np.asarray(self.conformal_scores, dtype=float)
+        if c.ndim == 1:
+            return c
+        k = self.extrapolation_error if k is None else k
+        return c[:, 0] / np.sqrt(c[:, 1] ** 2 + (k * c[:, 2]) ** 2)
+
+    def _log_interval(self, N, D, var, level: float, kind: str = "prediction", k: float | None = None):
+        """(centre, low, high) of log loss at broadcast (N, D), flattened; see :meth:`interval`.
+
+        A prediction interval's sd is sqrt(bootstrap variance + run noise^2 + (k d)^2), with d the
+        decades beyond the fitted runs and k the law's error per decade (measured per form by
+        ``benchmarks/bench_extrapolation.py``): calibrated, its half-width is the conformal quantile of
+        the backtests' scores times that sd; uncalibrated, the bootstrap and resampled residuals with
+        z k d added in quadrature. The credible forms' spread is added in quadrature, and the low end
+        never falls below the lower quantile of the law's own floor over the bootstrap samples."""
         center = np.log(self.law(N, D, self.params, **var)).ravel()
         logs = self._log_samples(N, D, var)
         q = ((1 - level) / 2, (1 + level) / 2)
+        k = self.extrapolation_error if k is None else k
+        d = self.extrapolation_decades(N, D).ravel()
         if kind == "mean":
             lo, hi = np.nanquantile(logs, q, axis=0)
         elif self.calibrated(level):
-            sigma = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2) * self._distance_factor(N, D)
-            half = conformal_quantile(self.conformal_scores, level) * sigma
-            lo, hi = center - half, center + half
+            sd = np.sqrt(np.nanvar(logs, axis=0) + self.noise_scale**2 + (k * d) ** 2)
+            # calibration widens the model's interval, never narrows it: a quantile below the normal one
+            # would shrink the measured per-decade error k along with the backtests' short-range scatter
+            q_ = max(conformal_quantile(self._scores(k), level), NormalDist().inv_cdf((1 + level) / 2))
+            lo, hi = center - q_ * sd, center + q_ * sd
         else:
             rng = np.random.default_rng(self.options.get("seed", 0))
             grow = self.noise_scale / self.residual_scale if self.residual_scale > 0 else 1.0
             noise = grow * rng.choice(self.residuals, size=logs.shape)
             lo, hi = np.nanquantile(logs + noise, q, axis=0)
-            # without backtests to calibrate on, a law's own error is added as it grows with distance,
-            # EXTRAPOLATION_ERROR per decade beyond the runs: the bootstrap alone under-covers
-            if kind == "prediction" and self.options.get("distance_scale"):
-                z = NormalDist().inv_cdf((1 + level) / 2) * EXTRAPOLATION_ERROR * self.extrapolation_decades(N, D).ravel()
-                lo, hi = center - np.sqrt((center - lo) ** 2 + z**2), center + np.sqrt((hi - center) ** 2 + z**2)
-        spread = self.form_spread(N.ravel(), D.ravel(), **{k: np.ravel(v) for k, v in var.items()})
+            z = NormalDist().inv_cdf((1 + level) / 2) * k * d
+            lo, hi = center - np.sqrt((center - lo) ** 2 + z**2), center + np.sqrt((hi - center) ** 2 + z**2)
+        spread = self.form_spread(N.ravel(), D.ravel(), **{k_: np.ravel(v) for k_, v in var.items()})
         if np.any(spread > 0):  # model uncertainty: the credible forms' disagreement, in quadrature
             z = NormalDist().inv_cdf((1 + level) / 2) * spread
             lo = center - np.sqrt((center - lo) ** 2 + z**2)
             hi = center + np.sqrt((hi - center) ** 2 + z**2)
-        return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
+        floor = self.floor_low(N, D, level)
+        lo = np.minimum(np.fmax(lo, np.log(floor)), center)  # the law's own floor bounds it
+        return center, lo, np.maximum(hi, center)
+
+    def floor_low(self, N, D, level: float = 0.9) -> np.ndarray:
+        """The lower (1 - level)/2 quantile, over the bootstrap samples, of the law's floor at N (the
+        loss with unlimited data: E for Chinchilla-type forms, exp(F(N)) for Farseer; 0 for Kaplan):
+        no interval reaches below it. Flattened over the broadcast (N, D)."""
+        N = np.ravel(np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float))[0])
+        cols = self._sample_columns() if self.n_bootstrap else {p: np.asarray(v) for p, v in self.params.items()}
+        with np.errstate(all="ignore"):
+            f = np.atleast_2d(law_floor(self.law, N[None, :], cols))
+        f = np.where(np.isfinite(f), f, np.nan)
+        if not np.isfinite(f).any():
+            return np.zeros(N.shape)
+        return np.nan_to_num(np.nanquantile(f, (1 - level) / 2, axis=0), nan=0.0) * np.ones(N.shape)
 
     # --- forms compared by backtest (form="auto") --------------------------------------------
     @property
@@ -322,20 +375,67 @@ class LossSurfaceFit:
             U = variables.pop("unique_tokens", variables.pop("U", None))
             if U is not None:
                 var["U"] = np.broadcast_to(np.asarray(U, dtype=float), C.shape)
-        N, D = self._optimal(C, self.params, var)
+        N, D, edge = self.law.optimal(C, self.params, with_edge=True, **var)
+        edge = edge | ~_exponent_ok(self.law, self.params, N)
         uvar = {"unique_tokens": var["U"]} if var else {}
+        ok = np.isfinite(N) & np.isfinite(D) & (N > 0) & (D > 0)  # a degenerate law allocates 0 or inf
+        with np.errstate(all="ignore"):
+            loss = np.where(ok, np.asarray(self.law(np.where(ok, N, 1.0), np.where(ok, D, 1.0), self.params, **var),
+                                           float), np.nan)
         out = {"flops": C, "params": N, "tokens": D, "tokens_per_param": D / N,
-               "loss": self.predict(N, D, **uvar), "decades_beyond_fit": self.decades_beyond_fit(C)}
+               "loss": loss, "decades_beyond_fit": self.decades_beyond_fit(C),
+               "at_edge": edge, "allocation_check": np.array([self.allocation_check(c, n) if e else ""
+                                                              for c, n, e in zip(C, N, edge)], dtype=object)}
         if self.bootstrap_params is not None and level is not None:
             _check_level(level)
-            Nb, Db = self._optimal_samples(C, var)  # (B, k) each
+            cols = self._sample_columns()
+            Nb, Db, eb = self.law.optimal(C[None, :], cols, with_edge=True, **{k: v[None, :] for k, v in var.items()})
+            eb = eb | ~_exponent_ok(self.law, cols, Nb)
+            out["edge_share"] = np.mean(eb, axis=0)  # refits with no interior optimum: left out of the quantiles
             q = ((1 - level) / 2, (1 + level) / 2)
             with np.errstate(all="ignore"):  # degenerate refits allocate 0 or inf: quantiles skip them
-                for name, vals in (("params", Nb), ("tokens", Db), ("tokens_per_param", Db / Nb)):
-                    vals = np.where(np.isfinite(vals), vals, np.nan)
-                    out[f"{name}_low"], out[f"{name}_high"] = np.nanquantile(vals, q, axis=0)
-            _, out["loss_low"], out["loss_high"] = self.interval(N, D, level, kind, **uvar)
+                for name, vals, point in (("params", Nb, N), ("tokens", Db, D), ("tokens_per_param", Db / Nb, D / N)):
+                    vals = np.where(np.isfinite(vals) & ~eb, vals, np.nan)
+                    lo, hi = np.nanquantile(vals, q, axis=0) if np.isfinite(vals).any() else (point, point)
+                    out[f"{name}_low"], out[f"{name}_high"] = np.fmin(lo, point), np.fmax(hi, point)
+            forms = self.form_allocations(C)
+            if forms:  # model uncertainty: the credible forms' own optima widen N, D and D/N
+                out["forms_in_interval"] = ", ".join(forms)
+                for name, f in (("params", lambda n, d: n), ("tokens", lambda n, d: d),
+                                ("tokens_per_param", lambda n, d: d / n)):
+                    v = np.array([f(n, d) for n, d in forms.values()])
+                    out[f"{name}_low"] = np.fmin(out[f"{name}_low"], v.min(axis=0))
+                    out[f"{name}_high"] = np.fmax(out[f"{name}_high"], v.max(axis=0))
+            out["loss_low"], out["loss_high"] = np.full(C.shape, np.nan), np.full(C.shape, np.nan)
+            if ok.any():
+                sub = {k: v[ok] for k, v in uvar.items()}
+                _, out["loss_low"][ok], out["loss_high"][ok] = self.interval(N[ok], D[ok], level, kind, **sub)
         return out
+
+    def form_allocations(self, C) -> dict:
+        """{form: (N_opt, D_opt)} at budgets C for each credible alternative form (weight > 0 in a
+        ``form="auto"`` fit) that has an interior optimum there; empty for a named form."""
+        alts = self.options.get("alternatives") or {}
+        weights = (self.options.get("selection") or {}).get("weights") or {}
+        out = {}
+        for f, p in alts.items():
+            if weights.get(f, 0.0) <= 0:
+                continue
+            law = get_form(f)
+            n, d, e = law.optimal(np.atleast_1d(np.asarray(C, float)), p, with_edge=True)
+            e = e | ~_exponent_ok(law, p, n)
+            out[f] = (np.where(e, np.nan, n), np.where(e, np.nan, d))
+        return out
+
+    def allocation_check(self, C: float, N: float) -> str:
+        """Why the allocation at budget C has no interior optimum (the search ran to its edge at N)."""
+        grows = N > math.sqrt(C / 6.0)
+        direction = ("grows (fewer tokens per parameter)" if grows else "shrinks (more tokens per parameter)")
+        cause = _edge_cause(self.law, self.params, N)
+        return (f"no_interior_optimum: at C = {C:.3g} FLOPs the {self.form} law's loss keeps falling along the isoFLOP "
+                f"line as N {direction}, to the search's edge (N {N:.3g}, D/N {C / 6.0 / N / N:.2g}): N_opt is not "
+                f"identified and the plan's N, D and loss are artefacts of the law ({cause}); refit with another form "
+                "(form='auto'), or with runs that bracket the optimum")
 
     def optimal_allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
                            **variables) -> "pd.DataFrame":
@@ -350,13 +450,6 @@ class LossSurfaceFit:
 
         return pd.DataFrame(self.allocation(C, level, kind, **variables))
 
-    def _optimal_samples(self, C, var):
-        """Every bootstrap sample's allocation at budgets C, shape (B, k), in one vectorised call."""
-        return self.law.optimal(C[None, :], self._sample_columns(), **{k: v[None, :] for k, v in var.items()})
-
-    def _optimal(self, C, params, var):
-        return self.law.optimal(C, params, **var)
-
     def extrapolation_decades(self, N, D) -> np.ndarray:
         """How far (N, D) lies outside the fitted runs, in decades: the distance in (log10 N,
         log10 D) to the convex hull of the fitted points (0 inside). A point beyond the largest
@@ -370,13 +463,6 @@ class LossSurfaceFit:
             hull = [[math.log10(r[f"N_{a}"]), math.log10(r[f"D_{b}"])]
                     for a, b in (("min", "min"), ("max", "min"), ("max", "max"), ("min", "max"))]
         return hull_distance(pts, np.asarray(hull, dtype=float))
-
-    def _distance_factor(self, N, D) -> np.ndarray:
-        """Growth of the calibrated interval with extrapolation distance, 1 + decades / scale: a
-        law's error grows with how far it is carried, faster than its bootstrap spread shows.
-        Fits saved without a scale (older files) do not grow."""
-        scale = self.options.get("distance_scale")
-        return 1.0 + self.extrapolation_decades(N, D) / scale if scale else 1.0
 
     def bend_at(self, N, D, only_warned: bool = True) -> np.ndarray | None:
         """The residual N x D bend carried to (N, D), in log loss: gamma (log10 N - centre)(log10 D -
@@ -536,6 +622,40 @@ def load_fit(path) -> LossSurfaceFit:
 
 # --- fitting --------------------------------------------------------------------------------
 
+#: smallest data exponent a law may reach at an allocated N: below it the data term barely decays
+MIN_DATA_EXPONENT = 0.02
+
+
+def _exponent_ok(law: Form, params: dict, N) -> np.ndarray:
+    """False where a law with an N-dependent data exponent (beta_n: beta + kappa log10(N/1e9)) has it
+    below :data:`MIN_DATA_EXPONENT` at N: the data term no longer decays there, so an isoFLOP line has
+    no interior optimum (params may be bootstrap columns broadcasting against N)."""
+    N = np.asarray(N, float)
+    if law.name != "beta_n":
+        return np.ones(N.shape, dtype=bool)
+    from .forms import BETA_N_REF
+
+    with np.errstate(all="ignore"):
+        e = np.asarray(params["beta"]) + np.asarray(params["kappa"]) * np.log10(N / BETA_N_REF)
+    return np.broadcast_to(e >= MIN_DATA_EXPONENT, N.shape)
+
+
+def _edge_cause(law: Form, params: dict, N: float) -> str:
+    """The parameters that make a law's isoFLOP loss fall without limit, in words."""
+    if law.name == "beta_n":
+        from .forms import BETA_N_REF
+
+        e = params["beta"] + params["kappa"] * math.log10(N / BETA_N_REF)
+        return (f"its data exponent beta + kappa log10(N/1e9) = {params['beta']:.3g} {params['kappa']:+.3g} "
+                f"log10(N/1e9) is {e:.3g} at N = {N:.3g}, so the data term stops decaying")
+    if law.name == "farseer":
+        up = [p for p in ("f2", "g2", "h2") if params[p] > 0]
+        if up:
+            return f"{', '.join(up)} > 0: a Farseer term falls faster than any power of N"
+        return "its fitted G(N) and H(N) let the data term shrink faster in N than D's loss grows"
+    return "its fitted exponents give no interior minimum"
+
+
 def _check_level(level):
     if not (isinstance(level, (float, int)) and 0 < level < 1):
         raise InputError(f"level: must be a number strictly between 0 and 1; got {level!r}")
@@ -589,16 +709,47 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(s[k - 1])
 
 
-def _diagnose(form: Form, params: dict, frame, fixed) -> list[str]:
+# what a bound that the data push against does to a plan, for the bounds that shape the optimum
+_BOUND_EFFECT = {
+    "f2": "the floor would fall faster than a power law in N, and N_opt beyond the runs would run higher",
+    "g2": "the data coefficient would fall without limit in N, and N_opt would run to the search's edge",
+    "h2": "the data exponent would fall without limit in N, and N_opt would run to the search's edge",
+    "kappa": "the data exponent would move faster with N, moving N_opt and the loss beyond the runs",
+    "E": "the floor would sit lower, and losses far beyond the runs would be lower",
+}
+
+
+def _diagnose(form: Form, params: dict, frame, fixed, data=None, delta: float = 1e-3) -> list[str]:
+    """Parameters on a bound: pinned by the bound because the data push beyond it (the objective
+    falls when the parameter steps outward: a bound that binds), or on it because the data do not
+    pin it (flat); the E floor, and the sweep's span."""
+    from ._engine import objective
+
     out = []
     lo, hi = form.theta_bounds()
     theta = form.to_theta(params)
+    base = objective(form, theta, data, delta) if data is not None else math.nan
     for j, p in enumerate(form.param_names):
         if p in fixed or p not in form.bounds:
             continue
         span = (hi[j] - lo[j]) if np.isfinite(hi[j] - lo[j]) else 1.0
-        if abs(theta[j] - lo[j]) < 1e-3 * span or abs(theta[j] - hi[j]) < 1e-3 * span:
-            a, b = form.bounds[p]
+        at_lo, at_hi = abs(theta[j] - lo[j]) < 1e-3 * span, abs(theta[j] - hi[j]) < 1e-3 * span
+        if not (at_lo or at_hi):
+            continue
+        a, b = form.bounds[p]
+        slope = math.nan
+        if np.isfinite(base):  # the objective's slope outward, per unit of the fitted coordinate
+            h = 1e-4 * (span if np.isfinite(span) else 1.0)
+            out_theta = theta.copy()
+            out_theta[j] += h if at_hi else -h
+            with np.errstate(all="ignore"):
+                slope = (objective(form, out_theta, data, delta) - base) / h
+        if np.isfinite(slope) and slope * h < -1e-9 * max(base, 1e-300):  # a step outward lowers the objective
+            out.append(f"at_bound: {p} = {params[p]:.4g} is held by its bound [{a}, {b}]: the data push beyond it "
+                       f"(the objective falls {-slope:.2g} per unit outward), so the bound, not the data, sets it"
+                       + (f"; freed, {_BOUND_EFFECT[p]}" if p in _BOUND_EFFECT else "")
+                       + ": read allocations beyond the runs as conditional on this bound")
+        else:
             out.append(f"at_bound: {p} = {params[p]:.4g} sits on its bound [{a}, {b}]: the data do not "
                        "pin it; treat derived allocations as unreliable")
     if "E" in params and "E" not in fixed and params["E"] < 0.01 * frame["loss"].min():
@@ -661,6 +812,25 @@ def _diagnose_interaction(form: Form, bend: dict | None) -> list[str]:
             f"form lacks: one decade beyond the data in both N and D the loss would run ~{abs(g):.1%} "
             f"{'below' if g < 0 else 'above'} this fit's prediction; a form with an N-D term (farseer, given "
             "enough runs) can follow it"]
+
+
+EDGE_CHECK_MULTIPLES = (1.0, 10.0, 100.0, 1000.0)  # budgets (x the largest fitted) a fit checks for an optimum
+
+
+def _diagnose_edge(law: Form, params: dict, c_max: float) -> list[str]:
+    """``no_interior_optimum`` where the law's isoFLOP loss has no minimum at the largest fitted budget
+    or up to 1000x beyond it (the allocation would run to its search's edge)."""
+    if law.variables:
+        return []
+    C = c_max * np.asarray(EDGE_CHECK_MULTIPLES)
+    N, _, edge = law.optimal(C, params, with_edge=True)
+    edge = edge | ~_exponent_ok(law, params, N)
+    if not edge.any():
+        return []
+    k = int(np.argmax(edge))
+    return [f"no_interior_optimum: from {EDGE_CHECK_MULTIPLES[k]:g}x the largest fitted budget ({C[k]:.3g} FLOPs) "
+            f"the law's loss keeps falling along the isoFLOP line to the search's edge ({_edge_cause(law, params, float(N[k]))}): "
+            "plans there have no compute-optimal N and are refused"]
 
 
 def _diagnose_samples(form: Form, boot, frame) -> list[str]:
@@ -752,6 +922,7 @@ def fit_loss_surface(
     n_kind: str | None = None,
     trust: bool | None = None,
     run_noise: float | None = None,
+    loss_unit: str | None = None,
 ) -> LossSurfaceFit:
     """Fit a loss surface to a results table.
 
@@ -780,6 +951,9 @@ def fit_loss_surface(
     run_noise : seed-to-seed noise of one run's log loss (a standard deviation), when measured
         elsewhere; by default it is measured from rows that repeat an (N, D) cell with other seeds
         (a ``seed`` column). Prediction intervals carry the larger of it and the residual scale.
+    loss_unit : what the loss measures, e.g. "nats per token (my corpus, Llama 3 tokenizer)" or "bits per
+        byte"; by default read from a probe export (its corpus, tokenizer and vocabulary; ``val_bpb`` is bits
+        per byte), else unspecified. Plans use unit-bound priors (Kaplan's B_crit(L)) only in their own unit.
     trust : run the fit's own trust checks (refit without the largest budget and score it; the
         interval width at 3x and 10x the data); default: when bootstrapping with >= 3 budgets.
 
@@ -861,7 +1035,8 @@ def fit_loss_surface(
         "n_budgets": int(groups_budget.max() + 1),
     }
     bend = _interaction_of(frame, -resid)
-    diag = (_diagnose(law, params, frame, fixed) + _diagnose_samples(law, boot, frame)
+    diag = (_diagnose(law, params, frame, fixed, data, delta) + _diagnose_edge(law, params, range_["C_max"])
+            + _diagnose_samples(law, boot, frame)
             + _diagnose_isoflops(law, params, frame, groups_budget) + _diagnose_interaction(law, bend))
     src = df if isinstance(df, (str, Path)) else "DataFrame"
     noise, noise_src = _run_noise(table, n, d, loss, run_noise)
@@ -876,9 +1051,10 @@ def fit_loss_surface(
                              "unique_tokens": unique_tokens},
                  "calibration_budgets": n_cal,
                  "n_definition": _n_definition(table, n, n_kind),
+                 "loss_unit": loss_unit if loss_unit is not None else _loss_unit(table, loss),
                  "shape_family": _shape_family(table),
                  "run_noise": noise, "run_noise_source": noise_src,
-                 "distance_scale": DISTANCE_SCALE, "nd_interaction": bend,
+                 "extrapolation_error": extrapolation_error_of(law.name), "nd_interaction": bend,
                  "hull": convex_hull(np.log10(frame[["N", "D"]].to_numpy()))},
         provenance=_provenance(src), status=best.status,
     )
@@ -926,7 +1102,8 @@ def _fit_auto(df, forms, **kw) -> LossSurfaceFit:
                 alts[f] = fit_loss_surface(table, form=f, trust=False, **quiet).params
             except InputError:
                 continue
-    fit = dataclasses.replace(fit, options={**fit.options, "selection": cmp.to_dict(), "alternatives": alts})
+    fit = dataclasses.replace(fit, options={**fit.options, "selection": cmp.to_dict(), "alternatives": alts,
+                                            "extrapolation_error": extrapolation_error_of("auto")})
     groups = budget_groups(budget_of(frame))
     if trust is None:
         trust = bool(kw["bootstrap"]) and groups.max() >= 2
@@ -975,6 +1152,19 @@ def _group_labels(table, group, frame) -> np.ndarray:
     if "diverged" in table.columns:
         g = g[~table["diverged"].fillna(False).astype(bool)]
     return pd.factorize(g.to_numpy())[0][: len(frame)]
+
+
+def _loss_unit(table, loss: str) -> str:
+    """The loss unit a table's columns tell: bits per byte for a ``*bpb`` column, nats per token on the
+    probes' corpus and tokenizer for a probe export, else unspecified."""
+    if "bpb" in loss.lower():
+        return "bits per byte"
+    one = lambda c: (c in table.columns and table[c].nunique() == 1) and str(table[c].iloc[0])
+    if one("tokenizer"):
+        parts = [f"{one('corpus')} corpus" if one("corpus") else None, f"{one('tokenizer')} tokenizer",
+                 f"vocab {one('vocab_size')}" if one("vocab_size") else None]
+        return "nats per token (" + ", ".join(p for p in parts if p) + ")"
+    return "an unspecified unit"
 
 
 N_KINDS = ("non_embedding", "total", "unspecified")
@@ -1030,11 +1220,18 @@ def _shape_family(table) -> dict | None:
     return fam
 
 
-DISTANCE_SCALE = 0.1    # decades of extrapolation over which a calibrated interval doubles
-# sd of a law's log-loss error per decade of extrapolation, for intervals that cannot be calibrated:
-# measured 0.03-0.05 (the Chinchilla form carried 0.4-0.8 decades past Farseer's runs and past the
-# CPU probe ladder, benchmarks/results/forms.json and validation.json); the upper end is used
-EXTRAPOLATION_ERROR = 0.05
+# sd of a law's log-loss error per decade beyond its fitted runs (hull distance in log10 N, log10 D),
+# added in quadrature to every prediction interval: measured per form by benchmarks/bench_extrapolation.py
+# on long splits of Farseer's and Chinchilla's runs, the OLMo ladder and the CPU probes (0-1.5 decades out),
+# as the largest any table needed for 90% coverage beyond the hull (benchmarks/results/extrapolation.json
+# records each table's need and the leave-one-table-out coverage); forms it did not measure take the largest.
+EXTRAPOLATION_ERROR = {"chinchilla": 0.055, "beta_n": 0.0225, "interaction": 0.0725, "farseer": 0.0625,
+                       "auto": 0.055}
+
+
+def extrapolation_error_of(form: str) -> float:
+    """The measured per-decade extrapolation error of a form (:data:`EXTRAPOLATION_ERROR`)."""
+    return EXTRAPOLATION_ERROR.get(form, max(EXTRAPOLATION_ERROR.values()))
 TRUST_ERROR = 0.02      # own-backtest mean |relative error| above which a fit is flagged
 TRUST_WIDTH = 0.10      # 90% prediction interval (relative full width) at 10x the data above which
 
@@ -1048,8 +1245,8 @@ def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
     train, test = frame[groups < top], frame[groups == top]
     law = fit.law
     if len(train) > len(law.param_names) and train["N"].nunique() > 1 and train["D"].nunique() > 1:
-        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, calibrate=False,
-                          group=None)
+        # scored with the interval plans print: calibrated where the sub-fit has the budgets for it
+        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, group=None)
         pred, lo, hi = sub.interval(test["N"].to_numpy(), test["D"].to_numpy(), level=0.9)
         obs = test["loss"].to_numpy()
         err = (pred - obs) / obs
@@ -1114,15 +1311,35 @@ def _bootstrap(law, data, labels, theta0, B, rng, delta, fixed, progress) -> np.
     return out
 
 
+LONG_FOLDS = (10.0, 100.0)  # long calibration folds: fit budgets <= C_max / f, score every larger run
+
+
+def _long_folds(frame, groups, factors=LONG_FOLDS, min_levels: int = 3):
+    """(train, test) masks that reach a decade or two: fit the budgets at or below C_max / f, score
+    every run above; kept where the training side has ``min_levels`` budgets."""
+    out = []
+    c_top = float(frame["C"].max())
+    level_c = {g: float(np.exp(np.log(frame["C"][groups == g]).mean())) for g in np.unique(groups)}
+    for f in factors:
+        keep = [g for g, c in level_c.items() if c <= c_top / f]
+        if len(keep) >= min_levels:
+            tr = np.isin(groups, keep)
+            out.append((tr, ~tr))
+    return out
+
+
 def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, max_axis_holdouts=3, boot=100):
     """Extrapolation backtests: for each of the largest budgets g (from the fourth), fit on budgets
-    < g and score the runs at g by |log residual| / predictive sd (grown with the distance beyond
-    the backtest's runs); likewise for the largest model sizes and token counts. Returns (scores,
-    number of backtests)."""
+    < g and score the runs at g; likewise for the largest model sizes and token counts, and the long
+    folds (fit budgets up to a tenth and a hundredth of the largest, score everything above). Returns
+    (records, number of backtests): one row per held-out run, (|log error|, sd without distance,
+    decades beyond the backtest's runs), so that a score |error| / sqrt(sd^2 + (k d)^2) can be
+    formed for the law's per-decade error k."""
     from .selection import extrapolation_folds
 
     masks = [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_holdouts, axes=("compute",), first_compute=3)]
     masks += [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_axis_holdouts, axes=("size", "tokens"))]
+    masks += _long_folds(frame, groups)
     scores = []
     for tr, te in masks:
         train, test = frame[tr], frame[te]
@@ -1135,9 +1352,9 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, ma
         center = np.log(sub.predict(N, D, **var))
         Nb, Db, v = sub._inputs(N, D, dict(var))
         sd = np.sqrt(np.nanvar(sub._log_samples(Nb, Db, v), axis=0) + sub.residual_scale**2)
-        sd = sd * (1.0 + sub.extrapolation_decades(N, D) / DISTANCE_SCALE)
-        scores.extend(np.abs(np.log(test["loss"].to_numpy()) - center) / sd)
-    return (np.asarray(scores) if scores else None), len(masks)
+        err = np.abs(np.log(test["loss"].to_numpy()) - center)
+        scores.extend(zip(err, sd, sub.extrapolation_decades(N, D)))
+    return (np.asarray(scores, dtype=float) if scores else None), len(masks)
 
 
 def _provenance(source) -> dict:

@@ -85,10 +85,14 @@ def _card(plan) -> str:
         lines.append(f"  muP groups          embedding {e['lr_embedding']:.3g}, hidden {e['lr_hidden']:.3g} "
                      f"(= lr / m, m = {e['width_multiplier']:.3g}; the SP-equivalent lr of hidden matrices), "
                      f"readout {e['lr_readout']:.3g} with logits x {e['logit_multiplier']:.3g}")
-    lines += [
-        f"  schedule            {plan.schedule.split(' (')[0]}",
-        f"  weight decay        {plan.weight_decay:.3g}",
-    ]
+    lines.append(f"  schedule            {plan.schedule.split(' (')[0]}")
+    if "wd_hidden" in plan.extra:
+        e = plan.extra
+        lines.append(f"  weight decay        base {plan.weight_decay:.3g} (set with the base lr): embedding "
+                     f"{e['wd_embedding']:.3g}, hidden {e['wd_hidden']:.3g} (= wd x m, so lr x wd is the same in every "
+                     f"matrix group), readout {e['wd_readout']:.3g}, norms and biases 0")
+    else:
+        lines.append(f"  weight decay        {plan.weight_decay:.3g}")
     for k in ("unique_tokens", "epochs", "effective_tokens", "repetition_risk"):
         if k in plan.extra:
             lines.append(f"  {k.replace('_', ' '):<20}{_fmt(plan.extra[k])}")
@@ -268,7 +272,9 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         click.echo(_table(rows))
         click.echo(f"\nlaw: {plans[0].sources['loss']}\nform: {plans[0].sources['form']}"
                    f"\nlr/batch: {plans[0].sources['lr']}")
-        risky = [f"{p.budget.flops:.3g}: {r}" for p in plans for r in p.risks]
+        common = [r for r in plans[0].risks if all(r in p.risks for p in plans)]  # said once, not per budget
+        risky = [f"every budget: {r}" for r in common] + [f"{p.budget.flops:.3g}: {r}" for p in plans
+                                                          for r in p.risks if r not in common]
         if risky:
             click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
     writes = []  # (option, path, write): everything is computed before the first file is written

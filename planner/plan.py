@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from fits.surface import LossSurfaceFit
 
-__all__ = ["Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit"]
+__all__ = ["AllocationError", "Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit"]
 
 EXTRAPOLATION_WARN_DECADES = 1.0
 HPARAM_LAW_MAX_DECADES = 1.0   # a fitted lr/batch law is used at most this far beyond its data
@@ -149,8 +149,10 @@ def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: f
     if not 5 <= tpp <= 500:
         out.append(f"warning: {tpp:.3g} tokens per parameter is far from the usual 10-100")
     preset = fit.provenance.get("preset", {})
-    if preset and "not comparable" in preset.get("notes", ""):
-        out.append(f"note: {preset['notes']}")
+    if preset:
+        out.append(f"note: the loss is the preset's ({fit.loss_unit}): a loss on your data and tokenizer will "
+                   "differ, by more than this interval; N, D and the hyperparameters transfer, the loss level does "
+                   "not (fit your own runs for a loss you can check)")
     return out
 
 
@@ -276,6 +278,10 @@ def _nearest_shape(family: ShapeFamily, n: float, kind: str) -> ModelShape:
     return min(family_shapes(family), key=lambda s: abs(math.log(count_params(s, kind) / n)))
 
 
+class AllocationError(InputError):
+    """The law has no compute-optimal N at the budget (its isoFLOP loss falls to the search's edge)."""
+
+
 def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
     """(shape, tokens, intervals, source template, risks) of the compute-optimal plan that spends
     ``flops`` with the shape's own FLOPs per token.
@@ -306,8 +312,9 @@ def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
                     n, d, dict(uv))[2].items()})
             pick = np.nanargmin(np.where(np.isfinite(losses), losses, np.inf), axis=1)
             q = ((1 - level) / 2, (1 + level) / 2)
-            iv["params_low"], iv["params_high"] = (float(v) for v in np.quantile(n[pick], q))
-            iv["tokens_low"], iv["tokens_high"] = (float(v) for v in np.quantile(d[pick], q))
+            for name, arr in (("params", n), ("tokens", d)):  # the interval holds the point
+                lo_, hi_ = np.quantile(arr[pick], q)
+                iv[f"{name}_low"], iv[f"{name}_high"] = float(min(lo_, arr[best])), float(max(hi_, arr[best]))
         src = ("{fit}; the lowest predicted loss among the probes' shape family (depth "
                f"{family.depth}, head {family.d_head}) at the budget, each shape priced at its own FLOPs per token")
         edge = []
@@ -317,11 +324,26 @@ def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
                     "the law's optimum may lie beyond it, so N and the loss are not the law's optimum"]
         return shapes[best], float(d[best]), iv, src, edge
     a = fit.allocation(flops, level=level if fit.n_bootstrap else None, **u)
+    risks = []
+    if a["at_edge"][0]:  # no plan rests on an artefact of the search
+        raise AllocationError(f"budget: {a['allocation_check'][0]}")
+    if a.get("edge_share", [0.0])[0] > 0.1:
+        risks.append(f"warning: {a['edge_share'][0]:.0%} of the bootstrap refits have no interior optimum at this "
+                     "budget; the N and D intervals hold the others only")
     shape = _nearest_shape(family, float(a["params"][0]), kind)
-    iv = {k: float(a[k][0]) for k in ("params_low", "params_high", "tokens_low", "tokens_high") if k in a}
+    tokens = flops / shape.flops_per_token
+    iv = {}
+    if "params_low" in a:  # the law's intervals, moved with the shape's own count and FLOPs per token
+        n_pt, d_pt = count_params(shape, kind), tokens
+        scale_d = tokens / float(a["tokens"][0])
+        iv = {"params_low": min(float(a["params_low"][0]), n_pt), "params_high": max(float(a["params_high"][0]), n_pt),
+              "tokens_low": min(float(a["tokens_low"][0]) * scale_d, d_pt),
+              "tokens_high": max(float(a["tokens_high"][0]) * scale_d, d_pt)}
     src = ("{fit}; compute-optimal N under C = 6ND, the Llama-style shape nearest it, and the tokens "
            "that shape's FLOPs per token affords within the budget")
-    return shape, flops / shape.flops_per_token, iv, src, []
+    if "forms_in_interval" in a:
+        src += f"; the N and D intervals include the credible forms' own optima ({a['forms_in_interval']})"
+    return shape, tokens, iv, src, risks
 
 
 def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str, level, family: ShapeFamily,
@@ -342,7 +364,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(6.0 * params * tokens))
     extra = {"n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
-    b_crit, b_crit_src = _critical_batch(hparams, loss, tokens, family)
+    b_crit, b_crit_src = _critical_batch(hparams, loss, tokens, fit)
     if math.isfinite(b_crit):
         extra["batch_crit_tokens"] = b_crit
     risks_extra = (*risks_extra, *hp_risks)
@@ -360,6 +382,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
                        "than B_crit would use: time to result bought with compute. Keep it when wall-clock binds; "
                        "take B_crit (and train longer) when compute does")
     wd, wd_src = _weight_decay(hparams, lr, batch_tokens, shape.non_embedding_params, tokens, fam_info)
+    if "width_multiplier" in extra:  # muP's runner scales the hidden matrices' wd by m (probes.mup.param_groups)
+        m = extra["width_multiplier"]
+        extra.update({"wd_embedding": wd, "wd_hidden": wd * m, "wd_readout": wd, "wd_vector": 0.0})
     if hparams == "probes":
         warmup = int(fam_info.get("warmup_steps") or rules.warmup_steps(steps))
         warmup_src = "the probes' own warmup (steps)"
@@ -381,8 +406,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     if bent is not None:  # the form's own residual bend, carried to this plan
         extra["loss_bent"] = float(loss * math.exp(bent))
         risks.insert(len(trust), f"warning: carried to this plan, the residuals' N x D bend puts the loss at "
-                     f"{extra['loss_bent']:.4g}, {math.expm1(abs(bent)):.1%} {'below' if bent < 0 else 'above'} the "
-                     "form's prediction: the form misses a term the runs show, and the interval does not carry it")
+                     f"{extra['loss_bent']:.4g}, {abs(math.expm1(bent)):.1%} {'below' if bent < 0 else 'above'} the "
+                     "form's prediction: the form misses a term the runs show (an in-sample estimate: its error "
+                     "this far out is not measured); the plan's N, D and interval do not carry it")
     label = _fit_label(fit)
     preds = fit.form_predictions(params, tokens)
     if len(preds) > 1:  # forms chosen by backtest: how far the candidate laws part at this plan
@@ -423,10 +449,11 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     )
 
 
-def _critical_batch(hparams, loss: float, tokens: float, family: ShapeFamily) -> tuple[float, str]:
+def _critical_batch(hparams, loss: float, tokens: float, fit) -> tuple[float, str]:
     """(B_crit in tokens, its source): a fitted B_crit(D) law (within ``HPARAM_LAW_MAX_DECADES`` of
-    its data) when the hyperparameter fit has one; else Kaplan et al.'s B_crit(L), labelled as a prior
-    in another loss unit; none for probes' own loss."""
+    its data) when the hyperparameter fit has one; else Kaplan et al.'s B_crit(L), only for a loss in
+    its own unit (nats per token on WebText2 with GPT-2's tokenizer): in any other unit L means another
+    thing, and the estimate is "not estimated"."""
     law = getattr(hparams, "b_crit_law", None)
     if law:
         beyond = max(0.0, math.log10(tokens / law["D_max"]), math.log10(law["D_min"] / tokens))
@@ -434,11 +461,12 @@ def _critical_batch(hparams, loss: float, tokens: float, family: ShapeFamily) ->
             return (math.exp(law["log_k"]) * tokens ** law["b"],
                     f"fitted B_crit(D) = exp({law['log_k']:.3g}) D^{law['b']:.3g} from {law['n_targets']} "
                     f"steps-to-target fits (Zhang et al. 2024: B_crit grows with D)")
-    if family.kind == "probe":
-        return math.inf, ("not estimated: Kaplan et al.'s prior is in WebText2 nats per token, not the probes' "
-                          "loss; measure it with the lr_batch grid (fit hparams)")
-    return (rules.kaplan_critical_batch(loss), "Kaplan et al. 2020 eq. 5.3 prior B_crit = 2e8 / L^(1/0.21) tokens, "
-            "fitted on WebText2 nats: a loose guide in another loss unit")
+    unit = fit.loss_unit
+    if unit != rules.KAPLAN_LOSS_UNIT:
+        return math.inf, (f"not estimated: Kaplan et al.'s B_crit(L) is fitted on losses in {rules.KAPLAN_LOSS_UNIT}, "
+                          f"this law's loss is in {unit}; measure it with an lr x batch grid (fit hparams)")
+    return (rules.kaplan_critical_batch(loss), "Kaplan et al. 2020 eq. 5.3 B_crit = 2e8 / L^(1/0.21) tokens, "
+            f"in its own loss unit ({unit})")
 
 
 def data_constrained_view(fit, max_samples: int = 200):
@@ -490,6 +518,10 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
         smaller, longer-trained model with the same predicted loss that minimises training
         plus inference FLOPs (Sardana et al. 2024), and ``plan.extra["compute_optimal"]`` keeps
         the compute-optimal alternative. Its training cost exceeds the budget, and it says so.
+
+    A law with no interior compute-optimal N at the budget (its isoFLOP loss keeps falling to the
+    search's edge) raises :class:`AllocationError` naming the cause: N, D and the loss there would be
+    artefacts of the search, not a plan.
 
     Examples
     --------

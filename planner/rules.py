@@ -123,3 +123,7 @@ def adamw_timescale(lr: float, weight_decay: float, steps: int) -> float:
     """The AdamW EMA timescale tau = 1/(lr wd) as a fraction of the run (Wang & Aitchison 2025,
     arXiv:2405.13698); values near 0.1-1 are well behaved, far below means weights forget early data."""
     return 1.0 / (lr * weight_decay) / max(steps, 1)
+
+
+#: the loss unit Kaplan et al.'s B_crit(L) is fitted in: B_crit of a loss in another unit is not estimated
+KAPLAN_LOSS_UNIT = "nats per token (WebText2, GPT-2 BPE)"

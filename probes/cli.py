@@ -25,6 +25,8 @@ def main():
 @click.option("--device", default=None, help="Override train.device (cpu, cuda, auto).")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads per probe process [default: CPU cores / workers].")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The device's dense bf16 peak (TFLOP/s) for MFU, when the device is not in probes.device's table.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
               help="Where runs execute: this machine's processes, a Ray cluster, or Slurm job arrays (submitit). "
@@ -41,8 +43,8 @@ def main():
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (a server, or sqlite:///path.db); implies --mlflow.")
 @click.option("--mlflow-experiment", default="probes", show_default=True)
 @guarded
-def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_per_probe, partition, timeout_min,
-            mlflow_on, mlflow_uri, mlflow_experiment):
+def run_cmd(grid, out, workers, device, threads, peak_tflops, quiet, executor, address, gpus_per_probe, partition,
+            timeout_min, mlflow_on, mlflow_uri, mlflow_experiment):
     """Run every probe of GRID (a TOML file, or a built-in grid name; default: `default`).
     Finished runs are skipped; interrupted ones resume from their last checkpoint."""
     import dataclasses
@@ -50,8 +52,9 @@ def run_cmd(grid, out, workers, device, threads, quiet, executor, address, gpus_
     from .sweep import load_grid, run_sweep
 
     configs = load_grid(grid)
-    if device:
-        configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, device=device)) for c in configs]
+    for name, value in (("device", device), ("peak_tflops", peak_tflops)):
+        if value:
+            configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, **{name: value})) for c in configs]
     for name, value, only in (("--address", address, "ray"), ("--partition", partition, "slurm")):
         if value is not None and executor != only:
             raise InputError(f"{name}: applies to --executor {only} only; got --executor {executor}")

@@ -144,6 +144,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     save_model: bool = False       # save the final model with save_pretrained (transformers layout)
     threads: int = 0               # torch CPU threads (0: torch's default); recorded, not hashed
+    peak_tflops: float | None = None  # the device's dense bf16 peak for MFU, when probes.device does not know it
 
     def __post_init__(self):
         raw = self.tokens if isinstance(self.tokens, (list, tuple)) else (self.tokens,)
@@ -169,8 +170,13 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"train.{name}: must be a positive integer; got {v!r}")
-        if self.device not in ("auto", "cpu") and not str(self.device).startswith(("cuda", "mps")):
-            raise InputError(f"train.device: must be auto, cpu, cuda[:N] or mps; got {self.device!r}")
+        if str(self.device).startswith("mps"):
+            raise InputError("train.device: 'mps' is not supported (bf16 autocast, fused AdamW and the device checks "
+                             "are CUDA's); use auto, cpu or cuda[:N]")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise InputError(f"train.device: must be auto, cpu or cuda[:N]; got {self.device!r}")
+        if self.peak_tflops is not None and not (isinstance(self.peak_tflops, (int, float)) and self.peak_tflops > 0):
+            raise InputError(f"train.peak_tflops: must be a positive number (dense bf16 TFLOP/s); got {self.peak_tflops!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise InputError(f"train.threads: must be a non-negative integer; got {self.threads!r}")
 
@@ -203,7 +209,7 @@ class ProbeConfig:
     def key(self) -> str:
         """Hash of the resolved config (device and compile excluded: they do not change results)."""
         d = self.to_dict()
-        for k in ("device", "compile", "checkpoint_every", "save_model", "threads"):
+        for k in ("device", "compile", "checkpoint_every", "save_model", "threads", "peak_tflops"):
             d["train"].pop(k)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

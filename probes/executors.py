@@ -24,7 +24,7 @@ from fits.errors import InputError
 
 from .config import ProbeConfig
 
-__all__ = ["EXECUTORS", "run_ray", "run_slurm"]
+__all__ = ["EXECUTORS", "run_ray", "run_slurm", "ray_options", "gpu_env"]
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -38,6 +38,20 @@ def _ray_task(cfg: ProbeConfig, out: str, threads: int):
     from .sweep import _run_locked
 
     return _run_locked(cfg, Path(out), False, threads)
+
+
+def gpu_env(gpus_per_probe: float) -> dict:
+    """Environment a probe task runs in: with GPUs, ``device = "auto"`` must find one (no silent CPU
+    run); with none, no GPU is visible (a task given 0 GPUs must not share one uncounted)."""
+    return {"PROBES_GPUS_EXPECTED": "1"} if gpus_per_probe > 0 else {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def ray_options(threads: int, gpus_per_probe: float, attempts: int) -> dict:
+    """Ray's resource request for one probe task: ``threads`` CPUs (not the driver's core count: a task
+    asking for a whole node's cores cannot share it, and fractional GPUs never pack), the GPU fraction
+    as given, and the task's GPU environment (:func:`gpu_env`)."""
+    return {"num_cpus": threads, "num_gpus": gpus_per_probe, "max_retries": attempts - 1,
+            "retry_exceptions": False, "runtime_env": {"env_vars": gpu_env(gpus_per_probe)}}
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -81,8 +95,7 @@ def run_ray(configs: list[ProbeConfig], out, threads: int = 1, attempts: int = 2
             ray.init(log_to_driver=False, configure_logging=False, **kw)
         except ConnectionError as exc:
             raise InputError(f"--address: cannot join a Ray cluster at {address!r} ({exc})") from None
-    task = ray.remote(_ray_task).options(num_cpus=threads, num_gpus=gpus_per_probe, max_retries=attempts - 1,
-                                         retry_exceptions=False)
+    task = ray.remote(_ray_task).options(**ray_options(threads, gpus_per_probe, attempts))
     statuses = {}
     try:
         refs = {task.remote(c, str(Path(out).resolve()), threads): c for c in configs}
@@ -114,12 +127,13 @@ class _SlurmProbe:
     """One probe as a submitit job. On pre-emption or a time limit Slurm requeues it (submitit's
     checkpoint protocol), and the rerun resumes the probe from its own checkpoint."""
 
-    def __init__(self, out: str, threads: int):
-        self.out, self.threads = out, threads
+    def __init__(self, out: str, threads: int, gpus_per_probe: float = 0.0):
+        self.out, self.threads, self.gpus = out, threads, gpus_per_probe
 
     def __call__(self, cfg: ProbeConfig):
         from .sweep import _run_locked
 
+        os.environ.update(gpu_env(self.gpus))
         return _run_locked(cfg, Path(self.out), False, self.threads)
 
     def checkpoint(self, cfg: ProbeConfig):
@@ -153,7 +167,7 @@ def run_slurm(configs: list[ProbeConfig], out, threads: int = 1, gpus_per_probe:
         params.update(slurm_array_parallelism=array_parallelism,
                       **({"slurm_partition": partition} if partition else {}))
     ex.update_parameters(**params)
-    jobs = ex.map_array(_SlurmProbe(str(Path(out).resolve()), threads), configs)
+    jobs = ex.map_array(_SlurmProbe(str(Path(out).resolve()), threads, gpus_per_probe), configs)
     bar = None
     if progress:
         from tqdm.auto import tqdm

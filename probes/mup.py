@@ -48,7 +48,9 @@ def param_groups(model, lr: float, weight_decay: float = 0.0, eps: float = 1e-8,
 
 
 def make_optimizer(model, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8):
-    """AdamW over the muP groups; fused on CUDA."""
+    """AdamW over the muP groups; fused on the accelerator path (CUDA, or the CPU when emulating it)."""
+    from .device import gpu_path
+
     groups = param_groups(model, lr, weight_decay, eps)
-    fused = next(model.parameters()).device.type == "cuda"
+    fused = gpu_path(next(model.parameters()).device)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)

@@ -169,6 +169,38 @@ def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None
         return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (the variable's list when set,
+    else every device CUDA counts)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [v.strip() for v in env.split(",") if v.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch, no driver: no GPU
+        return []
+
+
+def gpu_slots(workers: int, gpus: list[str]) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each local worker: one GPU each, round robin (None: no GPU to give).
+
+    >>> gpu_slots(4, ["0", "1"])
+    ['0', '1', '0', '1']
+    """
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
+
+
+def _init_worker(parent: int, slots) -> None:
+    """Worker initializer: its own GPU (before CUDA starts in it), and death with its parent."""
+    if slots is not None:
+        slot = slots.get()
+        if slot is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = slot
+    _die_with_parent(parent)
+
+
 def _die_with_parent(parent: int) -> None:
     """Worker initializer: a worker whose sweep process dies (kill -9 included) stops too, instead of
     training on as an orphan. Linux asks the kernel for SIGTERM on the parent's death (prctl
@@ -224,7 +256,8 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
         raise InputError(f"executor: must be one of {list(EXECUTORS)}; got {executor!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_threads(workers)
+    # a Ray or Slurm task takes one core unless told otherwise: the driver's core count is not the workers'
+    threads = threads or (1 if executor in ("ray", "slurm") else default_threads(workers))
     # tokenise the corpus once, before workers start
     from .data import load_corpus
     for data_cfg in {c.data for c in configs}:
@@ -253,10 +286,17 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
 
         pending = list(configs)
         tries = {c.key(): 0 for c in configs}
+        gpus = visible_gpus() if any(c.train.device != "cpu" for c in configs) else []
         while pending:
             broken = []
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as ex:
+            ctx = mp.get_context("spawn")
+            slots = None
+            if gpus:  # one GPU per worker, round robin: not every worker on GPU 0
+                slots = ctx.Queue()
+                for slot in gpu_slots(workers, gpus):
+                    slots.put(slot)
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(os.getpid(), slots)) as ex:
                 futures = {ex.submit(_run_locked, c, out, False, threads): c for c in pending}
                 for fut, c in futures.items():
                     try:

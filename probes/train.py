@@ -32,6 +32,7 @@ from fits.errors import InputError
 
 from .config import ProbeConfig
 from .data import Batches, load_corpus
+from .device import autocast, device_kind, device_name, gpu_path, peak_flops, resolve_device
 from .model import build_model
 from .mup import make_optimizer
 
@@ -53,25 +54,9 @@ def _versions() -> dict:
 
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"train.device: {name!r} asked for but no CUDA device is available")
-    return torch.device(name)
-
-
-def device_peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak of a CUDA device from the planner's hardware table (None on CPU/unknown)."""
-    if device.type != "cuda":
-        return None
-    from planner.hardware import ACCELERATORS
-
-    name = torch.cuda.get_device_name(device).lower()
-    for key in sorted(ACCELERATORS, key=len, reverse=True):
-        if key.replace("-", " ") in name or key in name:
-            return ACCELERATORS[key].peak_tflops * 1e12
-    return None
+def device_peak_flops(device: torch.device, override_tflops: float | None = None) -> float | None:
+    """Dense bf16 peak of the run's device (None on the CPU or for an unknown device, which warns)."""
+    return peak_flops(device_name(device), override_tflops) if device.type == "cuda" or override_tflops else None
 
 
 @dataclass(frozen=True)
@@ -127,7 +112,7 @@ class _Trainer:
     def __init__(self, cfg: ProbeConfig, run_dir: Path, cache_dir: Path, progress: bool):
         self.cfg, self.dir, self.progress = cfg, run_dir, progress
         t, m, d = cfg.train, cfg.model, cfg.data
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(t.device, gpus_expected=os.environ.get("PROBES_GPUS_EXPECTED") == "1")
         self.corpus = load_corpus(d, cache_dir)
         if self.corpus.vocab_size > m.vocab_size:
             raise InputError(f"model.vocab_size: the corpus needs {self.corpus.vocab_size} tokens; "
@@ -141,8 +126,15 @@ class _Trainer:
         self.batches = Batches(self.corpus, m.seq_len, t.seed, d.unique_tokens, d.label_noise)
         self.model = build_model(m, self.device, seed=t.seed)
         self.opt = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
-        self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
-        self.peak = device_peak_flops(self.device)
+        self.forward = self.model
+        if t.compile and gpu_path(self.device):
+            # one compiled graph per run: dynamo's cache from an earlier run in this process (another width,
+            # another logit multiplier) would count against its recompile limit and, past it, run uncompiled
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.model)
+        self.warm = {"train": not t.compile, "eval": not t.compile}  # the first compiled call of each graph
+        self.compile_s = 0.0
+        self.peak = device_peak_flops(self.device, t.peak_tflops)
         self.metrics = run_dir / "metrics.jsonl"
         self.n_rows = 0
         self.targets_hit: set = set()
@@ -154,22 +146,34 @@ class _Trainer:
 
     # --- state ------------------------------------------------------------------------------
     def _state(self, step: int, branches_done: int) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": step,
-                "branches_done": branches_done, "batches": self.batches.state(), "n_rows": self.n_rows,
-                "torch_rng": torch.get_rng_state(), "targets_hit": sorted(self.targets_hit),
-                "wall": self.wall, "recent": self.recent, "tokens_timed": self.tokens_timed}
+        st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": step,
+              "branches_done": branches_done, "batches": self.batches.state(), "n_rows": self.n_rows,
+              "torch_rng": torch.get_rng_state(), "targets_hit": sorted(self.targets_hit),
+              "wall": self.wall, "recent": self.recent, "tokens_timed": self.tokens_timed,
+              "compile_s": self.compile_s}
+        if self.device.type == "cuda":
+            st["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return st
 
     def save(self, step: int, branches_done: int) -> None:
         tmp = self.dir / "ckpt.pt.tmp"
         torch.save(self._state(step, branches_done), tmp)
         os.replace(tmp, self.dir / "ckpt.pt")
 
-    def load(self) -> tuple[int, int]:
-        st = torch.load(self.dir / "ckpt.pt", map_location=self.device, weights_only=False)
+    def read_checkpoint(self) -> dict:
+        """The checkpoint's state, read onto the CPU: the CPU RNG state must stay a CPU ByteTensor
+        (``map_location`` to a GPU would move it there, and ``set_rng_state`` refuses it); model and
+        optimizer tensors move to the run's device as they are loaded."""
+        return torch.load(self.dir / "ckpt.pt", map_location="cpu", weights_only=False)
+
+    def load(self, st: dict) -> tuple[int, int]:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.batches.set_state(st["batches"])
-        torch.set_rng_state(st["torch_rng"])
+        torch.set_rng_state(st["torch_rng"].cpu())
+        if "cuda_rng" in st and self.device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"].cpu(), self.device)
+        self.compile_s = st.get("compile_s", 0.0)
         self.n_rows, self.targets_hit = st["n_rows"], set(st["targets_hit"])
         self.wall, self.recent = st["wall"], st["recent"]
         # throughput = timed tokens / timed seconds: both are restored, or tokens_per_s and MFU drop
@@ -178,10 +182,15 @@ class _Trainer:
         return st["step"], st["branches_done"]
 
     # --- steps ------------------------------------------------------------------------------
+    def _to_device(self, a):
+        t = torch.as_tensor(a)
+        if self.device.type == "cuda":  # pinned, so the copy overlaps the previous step's kernels
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
     def _loss(self, x, y):
-        x = torch.as_tensor(x, device=self.device)
-        y = torch.as_tensor(y, device=self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        x, y = self._to_device(x), self._to_device(y)
+        with autocast(self.device):
             logits = self.forward(input_ids=x).logits
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
 
@@ -198,11 +207,13 @@ class _Trainer:
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.opt.step()
-        value = float(loss.detach())
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.wall += time.perf_counter() - t0
-        self.tokens_timed += self.tokens_per_step
+        value = float(loss.detach())  # the step's one host sync: the stream's work so far is done when it returns
+        if self.warm["train"]:
+            self.wall += time.perf_counter() - t0
+            self.tokens_timed += self.tokens_per_step
+        else:  # the first compiled step compiles: its time is compile time, not training throughput
+            self.compile_s += time.perf_counter() - t0
+            self.warm["train"] = True
         self.recent = (self.recent + [value])[-50:]
         if not math.isfinite(value) or value > math.log(self.cfg.model.vocab_size) + 2.0:
             self.diverged = True
@@ -211,10 +222,15 @@ class _Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         self.model.eval()
-        losses = [float(self._loss(x, y)) for x, y in
+        t0 = time.perf_counter()
+        losses = [self._loss(x, y).detach() for x, y in
                   self.batches.val_batches(self.cfg.train.eval_batches, self.cfg.train.batch_size)]
+        value = float(np.mean(torch.stack(losses).float().cpu().numpy().astype(np.float64)))  # one host sync
+        if not self.warm["eval"]:
+            self.compile_s += time.perf_counter() - t0
+            self.warm["eval"] = True
         self.model.train()
-        return float(np.mean(losses))
+        return value
 
     def noise_scale(self, k: int = 4) -> dict:
         """Two-batch gradient noise scale (McCandlish et al. 2018, App. A): small batch = one
@@ -257,7 +273,8 @@ class _Trainer:
             "unique_tokens": self.batches.unique_tokens, "epoch": tokens / self.batches.unique_tokens,
             "label_noise": d.label_noise, "weight_decay": t.weight_decay,
             "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": m.vocab_size,
-            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "device": device_name(self.device), "device_kind": device_kind(self.device),
+            "compile_s": self.compile_s,
             "warmup_steps": self.schedule.warmup, "threads": torch.get_num_threads(),
             "code_version": CODE_VERSION, **_versions(),
         }
@@ -301,14 +318,16 @@ def train_probe(cfg: ProbeConfig, out: Path, cache_dir: Path | None = None,
     ckpt = run_dir / "ckpt.pt"
     if ckpt.exists():
         try:
-            step, branches_done = tr.load()
-            resumed = True
+            state = tr.read_checkpoint()
         except Exception as exc:  # a checkpoint torn by a kill or a full disk: start the run again
             os.replace(ckpt, run_dir / "ckpt.pt.corrupt")
             print(f"run {key}: checkpoint {ckpt} is unreadable ({type(exc).__name__}); kept as ckpt.pt.corrupt, "
                   "training the run again from step 0", file=sys.stderr)
             tr = _Trainer(cfg, run_dir, Path(cache_dir or Path(out) / "_cache"), progress)
             _truncate_rows(tr.metrics, 0)
+        else:  # a checkpoint that reads but does not apply is a bug, not corruption: it raises
+            step, branches_done = tr.load(state)
+            resumed = True
     else:
         _truncate_rows(tr.metrics, 0)
     t = cfg.train

@@ -27,13 +27,17 @@ CHINCHILLA_RANGE = dict(N_min=5.73e7, N_max=1.62e10, D_min=8.19e8, D_max=3.18e11
                         C_min=1.4e18, C_max=1.3e22, loss_min=2.0, loss_max=3.4, n_budgets=16)
 
 
-def base(form, params, data_range, n_points, citation, title, notes, url, n_kind="total"):
+MASSIVETEXT = "nats per token (MassiveText, SentencePiece 32k)"
+
+
+def base(form, params, data_range, n_points, citation, title, notes, url, n_kind="total", loss_unit=MASSIVETEXT):
     return {
         "schema": "scaling-planner/loss-surface-fit", "schema_version": 1,
         "form": form, "params": params, "objective": 0.0, "success": True,
         "message": "published point estimates", "n_points": n_points, "data_range": data_range,
         "residual_scale": 0.0, "residuals": [], "bootstrap_params": None, "conformal_scores": None,
-        "fixed": [], "diagnostics": [], "options": {"seed": 0, "n_definition": {"kind": n_kind}},
+        "fixed": [], "diagnostics": [], "options": {"seed": 0, "n_definition": {"kind": n_kind},
+                                                 "loss_unit": loss_unit},
         "provenance": {"source": citation},
         "preset": {"title": title, "citation": citation, "url": url, "notes": notes},
     }
@@ -53,7 +57,7 @@ def besiroglu2024():
     rep = fit.to_dict()
     for key in ("residual_scale", "residuals", "bootstrap_params", "conformal_scores", "data_range"):
         d[key] = rep[key]
-    d["options"] = {**rep["options"], "columns": None, "n_definition": {"kind": "total"}}
+    d["options"] = {**rep["options"], "columns": None, "n_definition": {"kind": "total"}, "loss_unit": MASSIVETEXT}
     d["provenance"]["replication"] = {"params": rep["params"], "objective": rep["objective"],
                                       "code_version": rep["provenance"]["code_version"]}
     return d
@@ -85,7 +89,8 @@ def kaplan2020():
                 "alpha_D 0.103, N_c 6.4e13, D_c 1.8e13), not the single-variable fits; the plan is the "
                 "minimum of that law under C = 6ND, which is not Kaplan's compute-efficient frontier "
                 "(their Sec. 6, N ~ C^0.73). Data range approximate. No uncertainty.",
-                "https://arxiv.org/abs/2001.08361", n_kind="non_embedding")
+                "https://arxiv.org/abs/2001.08361", n_kind="non_embedding",
+                loss_unit="nats per token (WebText2, GPT-2 BPE)")
 
 
 def muennighoff2023():
@@ -98,7 +103,7 @@ def muennighoff2023():
                 "Appendix A", "Data-constrained (repeated data)",
                 "Chinchilla form in effective data D' and parameters N' given unique tokens U; loss in "
                 "nats/token on C4. Data range approximate. No uncertainty.",
-                "https://arxiv.org/abs/2305.16264")
+                "https://arxiv.org/abs/2305.16264", loss_unit="nats per token (C4, GPT-2 BPE)")
 
 
 def main():

@@ -92,14 +92,13 @@ def test_prediction_interval_is_wider_than_mean_interval(sweep):
 
 
 def test_calibrated_intervals_cover_next_budget_on_chinchilla(chinchilla_points):
-    """On real runs the calibrated interval covers the next budgets; the uncalibrated one, which
-    carries the prior extrapolation error per decade instead, covers no more."""
+    """On real runs the calibrated interval covers the next budgets, and so does the uncalibrated one
+    (both carry the law's measured error per decade); calibration does not make it wider."""
     from fits import backtest
 
     cal = backtest(chinchilla_points, holdout=3, bootstrap=200, level=0.9)
     raw = backtest(chinchilla_points, holdout=3, bootstrap=200, level=0.9, calibrate=False)
-    assert cal.summary["coverage"] >= 0.75
-    assert raw.summary["coverage"] <= cal.summary["coverage"]
+    assert cal.summary["coverage"] >= 0.75 and raw.summary["coverage"] >= 0.75
     assert cal.summary["mean_abs_rel_error"] < 0.03
 
 
