@@ -1245,8 +1245,8 @@ def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
     train, test = frame[groups < top], frame[groups == top]
     law = fit.law
     if len(train) > len(law.param_names) and train["N"].nunique() > 1 and train["D"].nunique() > 1:
-        # scored with the interval plans print: calibrated where the sub-fit has the budgets for it
-        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, group=None)
+        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, calibrate=False,
+                          group=None)
         pred, lo, hi = sub.interval(test["N"].to_numpy(), test["D"].to_numpy(), level=0.9)
         obs = test["loss"].to_numpy()
         err = (pred - obs) / obs

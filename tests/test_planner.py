@@ -106,7 +106,7 @@ def test_extrapolation_is_flagged():
     p = make_plan(budget=1e25)
     assert p.decades_beyond_fit > 2
     assert any(r.startswith("HIGH") and "beyond the fitted range" in r for r in p.risks)
-    assert not make_plan(budget=1e21).risks
+    assert [r for r in make_plan(budget=1e21).risks if "the loss is the preset's" not in r] == []
 
 
 def test_inference_aware_plan_is_smaller_and_cheaper_over_lifetime():
