@@ -5,12 +5,14 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from ._cli import check_writable, guarded
 from .errors import InputError
 from ._io import atomic_write_text
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fit", message="%(prog)s (scaling-planner) %(version)s")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--n", "n", default="params", show_default=True, help="Column of parameter counts N.")
 @click.option("--d", "d", default="tokens", show_default=True, help="Column of training tokens D.")
@@ -105,6 +107,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fit-verify", message="%(prog)s (scaling-planner) %(version)s")
 @click.argument("fit_json", type=click.Path(dir_okay=False))
 @click.argument("realised", type=click.Path(dir_okay=False))
 @click.option("--n", "n", default=None, help="Column of N [default: the fit's own].")
@@ -132,6 +135,7 @@ def verify_main(fit_json, realised, n, d, loss, level, out):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fit hparams", message="%(prog)s (scaling-planner) %(version)s")
 @click.argument("sweep", type=click.Path(dir_okay=False))
 @click.option("--n", "n", default="params", show_default=True, help="Column of (non-embedding) parameters N.")
 @click.option("--d", "d", default="tokens", show_default=True, help="Column of training tokens D.")

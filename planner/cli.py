@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fits import __version__
 from fits._cli import check_writable, fail, guarded
 from fits._io import atomic_write_bytes
 from fits.errors import InputError
@@ -176,6 +177,7 @@ def _hparams_from_results(path):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="plan", message="%(prog)s (scaling-planner) %(version)s")
 @click.option("--budget", help="Training budget: a number, or START:STOP:COUNT for a log-spaced sweep.")
 @click.option("--unit", type=click.Choice(UNITS), default="flops", show_default=True,
               help="Unit of --budget.")

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fits import __version__
 from fits._cli import guarded
 from fits.errors import InputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="probe", message="%(prog)s (scaling-planner) %(version)s")
 def main():
     """Train small muP probes and collect their evaluations into a results table."""
 
