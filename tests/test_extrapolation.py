@@ -103,16 +103,16 @@ def test_numeric_allocation_reports_the_edge():
 
 
 def test_a_binding_bound_is_reported_as_the_data_pushing_beyond_it():
-    """Runs from a Chinchilla surface whose floor E lies below its lower bound: the fit holds E on the
-    bound and says the data push beyond it."""
-    N, D = np.meshgrid(np.logspace(7, 9, 5), np.logspace(9, 11, 5))
-    law = get_form("chinchilla")
-    L = law(N.ravel(), D.ravel(), dict(E=1.0, A=480.0, B=2000.0, alpha=0.35, beta=0.37))
-    fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L}),
-                           fixed={"alpha": 0.2})  # a wrong alpha: the other terms strain against it
-    msgs = [d for d in fit.diagnostics if d.startswith("at_bound")]
-    for m in msgs:
-        assert ("push beyond it" in m) or ("do not pin it" in m)
+    """Runs from a beta_n surface whose kappa (-0.45) lies beyond its bound (-0.3): the fit holds kappa on
+    the bound and says the data push beyond it, with what that does to a plan (it once said "the data
+    do not pin it")."""
+    N, D = np.meshgrid(np.logspace(7, 9.5, 6), np.logspace(9, 11.5, 6))
+    p = dict(E=1.8, A=480.0, B=2000.0, alpha=0.35, beta=0.9, kappa=-0.45)
+    L = get_form("beta_n")(N.ravel(), D.ravel(), p)
+    fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L}), form="beta_n")
+    assert fit.params["kappa"] == pytest.approx(-0.3)
+    msg = next(d for d in fit.diagnostics if d.startswith("at_bound: kappa"))
+    assert "the data push beyond it" in msg and "N_opt" in msg and "do not pin" not in msg
 
 
 # --- intervals -------------------------------------------------------------------------------
