@@ -233,23 +233,42 @@ def data_constrained(N, D, U, E, A, B, alpha, beta, R_D_star, R_N_star):
     return chinchilla(N_eff, D_eff, E, A, B, alpha, beta)
 
 
+def _floor_E(N, params):
+    """The Chinchilla-type floor: E, at every N (the infimum over N and D too)."""
+    E = np.asarray(params["E"], float)
+    return np.broadcast_to(E, np.broadcast(np.asarray(N, float), E).shape)
+
+
+def _floor_farseer(N, params):
+    """Farseer's floor at N: exp(F(N)), the loss with unlimited data."""
+    with np.errstate(all="ignore"):
+        return np.exp(params["f0"] + params["f1"] * box_cox(np.asarray(N, float) / FARSEER_N_REF, params["f2"]))
+
+
+#: smallest data exponent beta_n may reach at an allocated N: below it the data term barely decays, and an
+#: isoFLOP line has no interior optimum
+MIN_DATA_EXPONENT = 0.02
+
+
+def _beta_n_optimum_ok(N, params):
+    """beta_n's data exponent beta + kappa log10(N / 1e9) at least :data:`MIN_DATA_EXPONENT` at N."""
+    with np.errstate(all="ignore"):
+        e = np.asarray(params["beta"]) + np.asarray(params["kappa"]) * np.log10(np.asarray(N, float) / BETA_N_REF)
+    return e >= MIN_DATA_EXPONENT
+
+
 def law_floor(form, N, params):
     """The loss a law reaches at model size N with unlimited data (its floor): E for the Chinchilla
-    type forms (the infimum over N too), exp(F(N)) for Farseer, 0 for Kaplan and unknown forms.
-    Parameters may be bootstrap columns broadcasting against N.
+    type forms, exp(F(N)) for Farseer, 0 for forms without one (Kaplan). Parameters may be bootstrap
+    columns broadcasting against N.
 
-    >>> float(law_floor(get_form("chinchilla"), 1e9, dict(E=1.8, A=1, B=1, alpha=.3, beta=.3)))
+    >>> float(law_floor("chinchilla", 1e9, dict(E=1.8, A=1, B=1, alpha=.3, beta=.3)))
     1.8
     """
-    N = np.asarray(N, dtype=float)
-    name = form if isinstance(form, str) else form.name
-    if "E" in params and name != "kaplan":
-        return np.broadcast_to(np.asarray(params["E"], float), np.broadcast(N, np.asarray(params["E"])).shape)
-    if name == "farseer":
-        n = N / FARSEER_N_REF
-        with np.errstate(all="ignore"):
-            return np.exp(params["f0"] + params["f1"] * box_cox(n, params["f2"]))
-    return np.zeros(N.shape)
+    law = get_form(form)
+    if law.floor is None:
+        return np.zeros(np.shape(N))
+    return law.floor(N, params)
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -268,6 +287,9 @@ class Form:
     defaults : values used when a parameter is held fixed by default (e.g. published R*).
     citation : where the law comes from.
     allocate : closed-form ``allocate(C, **params) -> (N, D)`` when one exists.
+    floor : ``floor(N, params)``, the loss with unlimited data at N (None: 0); intervals never reach below it.
+    optimum_ok : ``optimum_ok(N, params) -> bool array``, False where an allocated N is no optimum although
+        the search found one (beta_n with its data exponent near 0); :meth:`optimal` counts it as an edge.
     """
 
     name: str
@@ -278,6 +300,8 @@ class Form:
     bounds: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
     allocate: Callable | None = None
+    floor: Callable | None = None
+    optimum_ok: Callable | None = None
 
     @cached_property
     def param_names(self) -> tuple[str, ...]:
@@ -327,17 +351,21 @@ class Form:
         else :func:`numeric_allocation`. Parameters may be arrays that broadcast against C
         (bootstrap samples as (B, 1) columns against C as (1, k)); so may the variables.
         With ``with_edge``, also a boolean array: True where the law has no interior optimum
-        (the search ran to its edge, or the closed form is not finite)."""
+        (the search ran to its edge, the closed form is not finite, or ``optimum_ok`` refuses it)."""
         C = np.atleast_1d(np.asarray(C, dtype=float))
         if self.allocate is not None and not variables:
             N, D = self.allocate(C, **params)
-            if not with_edge:
-                return N, D
-            return N, D, ~(np.isfinite(N) & np.isfinite(D) & (N > 0) & (D > 0))
-        grid_axis = lambda v: np.asarray(v, dtype=float)[..., None] if np.ndim(v) else v
-        p = {k: grid_axis(v) for k, v in params.items()}
-        var = {k: grid_axis(v) for k, v in variables.items()}
-        return numeric_allocation(lambda N, D: self(N, D, p, **var), C, with_edge=with_edge)
+            edge = ~(np.isfinite(N) & np.isfinite(D) & (N > 0) & (D > 0))
+        else:
+            grid_axis = lambda v: np.asarray(v, dtype=float)[..., None] if np.ndim(v) else v
+            p = {k: grid_axis(v) for k, v in params.items()}
+            var = {k: grid_axis(v) for k, v in variables.items()}
+            N, D, edge = numeric_allocation(lambda N, D: self(N, D, p, **var), C, with_edge=True)
+        if not with_edge:
+            return N, D
+        if self.optimum_ok is not None:
+            edge = edge | ~np.broadcast_to(self.optimum_ok(N, params), np.shape(N))
+        return N, D, edge
 
 
 class _ChinchillaForm(Form):
@@ -524,6 +552,7 @@ register_form(_ChinchillaForm(
     log_params=frozenset({"E", "A", "B"}),
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, **TERM_BOUNDS},
     allocate=_chinchilla_allocate,
+    floor=_floor_E,
 ))
 register_form(Form(
     name="kaplan",
@@ -542,6 +571,7 @@ register_form(Form(
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS,
             "R_D_star": (0.1, 1e3), "R_N_star": (0.1, 1e3)},
     defaults={"R_D_star": 15.387756, "R_N_star": 5.309743},
+    floor=_floor_E,
 ))
 
 register_form(_BetaNForm(
@@ -552,6 +582,8 @@ register_form(_BetaNForm(
     log_params=frozenset({"E", "A", "B"}),
     # kappa within +-0.3 per decade: beyond it the data exponent leaves [0, 3] within a few decades
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "kappa": (-0.3, 0.3), **TERM_BOUNDS},
+    floor=_floor_E,
+    optimum_ok=_beta_n_optimum_ok,
 ))
 
 FARSEER_EXPONENT_BOUNDS = (-1.5, 1.5)
@@ -566,6 +598,7 @@ register_form(_FarseerForm(
     # N runs to infinity (fitted on Farseer's runs below 3e19 FLOPs, g2 = 0.18 and h2 = 0.27 did)
     bounds={"f2": (FARSEER_EXPONENT_BOUNDS[0], 0.0), "g2": (FARSEER_EXPONENT_BOUNDS[0], 0.0),
             "h2": (FARSEER_EXPONENT_BOUNDS[0], 0.0)},
+    floor=_floor_farseer,
 ))
 register_form(_InteractionForm(
     name="interaction",
@@ -574,4 +607,5 @@ register_form(_InteractionForm(
              "with no new parameter (this toolkit)",
     log_params=frozenset({"E", "A", "B"}),
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, **TERM_BOUNDS},
+    floor=_floor_E,
 ))

@@ -181,7 +181,7 @@ def _allocation_failures(scored: pd.DataFrame) -> dict:
     :data:`N_OPT_TOLERANCE` off the held-out isoFLOP minimum, or a fold with no interior optimum."""
     out = {}
     for f, r in scored.iterrows():
-        if r.get("edge_folds", 0) and r["edge_folds"] > 0:
+        if r.get("edge_folds", 0) > 0:
             out[f] = f"no interior optimum in {int(r['edge_folds'])} backtest fold(s)"
         elif np.isfinite(r["n_opt_abs_rel_error"]) and r["n_opt_abs_rel_error"] > N_OPT_TOLERANCE:
             out[f] = f"N_opt backtest error {r['n_opt_abs_rel_error']:.0%}"

@@ -376,7 +376,6 @@ class LossSurfaceFit:
             if U is not None:
                 var["U"] = np.broadcast_to(np.asarray(U, dtype=float), C.shape)
         N, D, edge = self.law.optimal(C, self.params, with_edge=True, **var)
-        edge = edge | ~_exponent_ok(self.law, self.params, N)
         uvar = {"unique_tokens": var["U"]} if var else {}
         ok = np.isfinite(N) & np.isfinite(D) & (N > 0) & (D > 0)  # a degenerate law allocates 0 or inf
         with np.errstate(all="ignore"):
@@ -390,7 +389,6 @@ class LossSurfaceFit:
             _check_level(level)
             cols = self._sample_columns()
             Nb, Db, eb = self.law.optimal(C[None, :], cols, with_edge=True, **{k: v[None, :] for k, v in var.items()})
-            eb = eb | ~_exponent_ok(self.law, cols, Nb)
             out["edge_share"] = np.mean(eb, axis=0)  # refits with no interior optimum: left out of the quantiles
             q = ((1 - level) / 2, (1 + level) / 2)
             with np.errstate(all="ignore"):  # degenerate refits allocate 0 or inf: quantiles skip them
@@ -423,7 +421,6 @@ class LossSurfaceFit:
                 continue
             law = get_form(f)
             n, d, e = law.optimal(np.atleast_1d(np.asarray(C, float)), p, with_edge=True)
-            e = e | ~_exponent_ok(law, p, n)
             out[f] = (np.where(e, np.nan, n), np.where(e, np.nan, d))
         return out
 
@@ -622,24 +619,6 @@ def load_fit(path) -> LossSurfaceFit:
 
 # --- fitting --------------------------------------------------------------------------------
 
-#: smallest data exponent a law may reach at an allocated N: below it the data term barely decays
-MIN_DATA_EXPONENT = 0.02
-
-
-def _exponent_ok(law: Form, params: dict, N) -> np.ndarray:
-    """False where a law with an N-dependent data exponent (beta_n: beta + kappa log10(N/1e9)) has it
-    below :data:`MIN_DATA_EXPONENT` at N: the data term no longer decays there, so an isoFLOP line has
-    no interior optimum (params may be bootstrap columns broadcasting against N)."""
-    N = np.asarray(N, float)
-    if law.name != "beta_n":
-        return np.ones(N.shape, dtype=bool)
-    from .forms import BETA_N_REF
-
-    with np.errstate(all="ignore"):
-        e = np.asarray(params["beta"]) + np.asarray(params["kappa"]) * np.log10(N / BETA_N_REF)
-    return np.broadcast_to(e >= MIN_DATA_EXPONENT, N.shape)
-
-
 def _edge_cause(law: Form, params: dict, N: float) -> str:
     """The parameters that make a law's isoFLOP loss fall without limit, in words."""
     if law.name == "beta_n":
@@ -739,7 +718,7 @@ def _diagnose(form: Form, params: dict, frame, fixed, data=None, delta: float = 
         a, b = form.bounds[p]
         slope = math.nan
         if np.isfinite(base):  # the objective's slope outward, per unit of the fitted coordinate
-            h = 1e-4 * (span if np.isfinite(span) else 1.0)
+            h = 1e-4 * span
             out_theta = theta.copy()
             out_theta[j] += h if at_hi else -h
             with np.errstate(all="ignore"):
@@ -824,7 +803,6 @@ def _diagnose_edge(law: Form, params: dict, c_max: float) -> list[str]:
         return []
     C = c_max * np.asarray(EDGE_CHECK_MULTIPLES)
     N, _, edge = law.optimal(C, params, with_edge=True)
-    edge = edge | ~_exponent_ok(law, params, N)
     if not edge.any():
         return []
     k = int(np.argmax(edge))

@@ -15,6 +15,7 @@ from fits import InputError  # noqa: E402
 from probes.device import EMULATE_ENV, device_kind, peak_flops, resolve_device  # noqa: E402
 from probes.train import train_probe  # noqa: E402
 from test_probes_train import cache, rows  # noqa: E402,F401 - the tiny probe's corpus cache and its rows
+from test_probes_train import _interrupted  # noqa: E402
 from test_probes_train import cfg as _tiny  # noqa: E402
 
 SHORT = {"tokens": [4096, 8192], "checkpoint_every": 8}
@@ -25,33 +26,13 @@ def cfg(**over):
     return _tiny(**{**over, "train": {**SHORT, **over.get("train", {})}})
 
 
-def _interrupt(monkeypatch, at: int):
-    import probes.train as T
-
-    calls, real = {"n": 0}, T._Trainer.train_step
-
-    def flaky(self, step, end):
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise KeyboardInterrupt
-        return real(self, step, end)
-
-    monkeypatch.setattr(T._Trainer, "train_step", flaky)
-    return real
-
-
 def test_a_checkpoint_loaded_for_another_device_resumes(tmp_path, cache, monkeypatch):
     """A GPU run's checkpoint read with map_location=<its device> put the CPU RNG state on the GPU, so
     set_rng_state raised, the checkpoint was renamed corrupt and the run restarted from step 0 (every
     Ray retry and Slurm requeue). Emulated: torch.load maps every tensor to the 'meta' device unless
     told to load onto the CPU."""
-    import probes.train as T
-
     full = rows(train_probe(cfg(), tmp_path / "full", cache, progress=False))
-    real = _interrupt(monkeypatch, 20)
-    with pytest.raises(KeyboardInterrupt):
-        train_probe(cfg(), tmp_path / "cut", cache, progress=False)
-    monkeypatch.setattr(T._Trainer, "train_step", real)
+    run = _interrupted(tmp_path, cache, monkeypatch, at=20, c=cfg())
     load = torch.load
 
     def gpu_style_load(f, map_location=None, **kw):
@@ -64,24 +45,17 @@ def test_a_checkpoint_loaded_for_another_device_resumes(tmp_path, cache, monkeyp
 
     monkeypatch.setattr(torch, "load", gpu_style_load)
     res = train_probe(cfg(), tmp_path / "cut", cache, progress=False)
-    run = tmp_path / "cut" / cfg().key()
     assert res.resumed and not (run / "ckpt.pt.corrupt").exists()
     np.testing.assert_allclose(rows(res)["val_loss"], full["val_loss"], rtol=1e-6)
 
 
 def test_a_checkpoint_that_reads_but_does_not_apply_raises(tmp_path, cache, monkeypatch):
-    import probes.train as T
-
-    real = _interrupt(monkeypatch, 20)
-    with pytest.raises(KeyboardInterrupt):
-        train_probe(cfg(), tmp_path, cache, progress=False)
-    monkeypatch.setattr(T._Trainer, "train_step", real)
-    run = tmp_path / cfg().key()
+    run = _interrupted(tmp_path, cache, monkeypatch, at=20, c=cfg())
     st = torch.load(run / "ckpt.pt", weights_only=False)
     st["model"] = {}
     torch.save(st, run / "ckpt.pt")
     with pytest.raises(RuntimeError):
-        train_probe(cfg(), tmp_path, cache, progress=False)
+        train_probe(cfg(), tmp_path / "cut", cache, progress=False)
     assert (run / "ckpt.pt").exists() and not (run / "ckpt.pt.corrupt").exists()
 
 

@@ -378,8 +378,9 @@ def test_bad_grids_are_refused_with_the_key_named(tmp_path, toml, message):
         load_grid(tmp_path / "g.toml")
 
 
-def _interrupted(tmp_path, cache, monkeypatch, at=40):
-    """Train the tiny config into tmp_path/cut and interrupt it after its first checkpoint."""
+def _interrupted(tmp_path, cache, monkeypatch, at=40, c=None):
+    """Train config ``c`` (the tiny one by default) into tmp_path/cut and interrupt it at training step
+    call ``at`` (after its first checkpoint); returns its run directory."""
     import probes.train as T
 
     calls = {"n": 0}
@@ -391,11 +392,12 @@ def _interrupted(tmp_path, cache, monkeypatch, at=40):
             raise KeyboardInterrupt
         return real(self, step, end)
 
+    c = c or cfg()
     monkeypatch.setattr(T._Trainer, "train_step", flaky)
     with pytest.raises(KeyboardInterrupt):
-        train_probe(cfg(), tmp_path / "cut", cache, progress=False)
+        train_probe(c, tmp_path / "cut", cache, progress=False)
     monkeypatch.setattr(T._Trainer, "train_step", real)
-    return tmp_path / "cut" / cfg().key()
+    return tmp_path / "cut" / c.key()
 
 
 def test_resume_keeps_throughput_and_a_torn_checkpoint_retrains(tmp_path, cache, monkeypatch):
