@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fits import fit_loss_surface
-from fits.surface import EXTRAPOLATION_ERROR, conformal_quantile
+from fits.calibration import EXTRAPOLATION_ERROR, conformal_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -1,6 +1,7 @@
 """Reading and validating results tables: the boundary between user data and the fitters."""
 from __future__ import annotations
 
+import math
 from os import PathLike
 from pathlib import Path
 
@@ -141,3 +142,113 @@ def budget_groups(flops: np.ndarray, width_decades: float = 0.25, tol_decades: f
     labels = np.empty_like(labels_sorted)
     labels[order] = labels_sorted
     return labels.astype(int)
+
+
+# --- what a table says about its runs: seed noise, bootstrap groups, loss unit, N, shape family ---
+
+def _run_noise(table, n: str, d: str | None, loss: str, given: float | None):
+    """(sd of log loss between seeds, where it comes from), or (None, None) when unmeasured."""
+    if given is not None:
+        if not (isinstance(given, (int, float)) and math.isfinite(given) and given >= 0):
+            raise InputError(f"run_noise: must be a non-negative number (sd of log loss); got {given!r}")
+        return float(given), "given"
+    if "seed" not in table.columns or d is None or d not in table.columns or table["seed"].nunique() < 2:
+        return None, None
+    t = table
+    if "diverged" in t.columns:
+        t = t[~t["diverged"].fillna(False).astype(bool)]
+    t = t.assign(_logl=np.log(t[loss].astype(float)))
+    cells = t.groupby([n, d])
+    dev = cells["_logl"].transform(lambda v: v - v.mean())
+    dof = int((cells["_logl"].transform("size") > 1).sum() - (cells.size() > 1).sum())
+    if dof < 2:
+        return None, None
+    sd = float(np.sqrt(np.sum(dev.to_numpy() ** 2) / dof))
+    return sd, f"pooled over {int((cells.size() > 1).sum())} cells repeated with other seeds"
+
+
+def _group_column(table, group) -> str | None:
+    if group == "auto":
+        return "run_id" if "run_id" in table.columns else None
+    if group is not None and group not in table.columns:
+        raise InputError(f"group: column {group!r} not found; columns are {list(table.columns)}")
+    return group
+
+
+def _group_labels(table, group, frame) -> np.ndarray:
+    """Bootstrap group of every fitted row (rows dropped as diverged are dropped here too)."""
+    import pandas as pd
+
+    col = _group_column(table, group)
+    if col is None:
+        return np.arange(len(frame))
+    g = table[col]
+    if "diverged" in table.columns:
+        g = g[~table["diverged"].fillna(False).astype(bool)]
+    return pd.factorize(g.to_numpy())[0][: len(frame)]
+
+
+def _loss_unit(table, loss: str) -> str:
+    """The loss unit a table's columns tell: bits per byte for a ``*bpb`` column, nats per token on the
+    probes' corpus and tokenizer for a probe export, else unspecified."""
+    if "bpb" in loss.lower():
+        return "bits per byte"
+    one = lambda c: (c in table.columns and table[c].nunique() == 1) and str(table[c].iloc[0])
+    if one("tokenizer"):
+        parts = [f"{one('corpus')} corpus" if one("corpus") else None, f"{one('tokenizer')} tokenizer",
+                 f"vocab {one('vocab_size')}" if one("vocab_size") else None]
+        return "nats per token (" + ", ".join(p for p in parts if p) + ")"
+    return "an unspecified unit"
+
+
+N_KINDS = ("non_embedding", "total", "unspecified")
+
+
+def _n_definition(table, n: str, n_kind: str | None) -> dict:
+    """Which parameter count the fit's N is (see ``fit_loss_surface``'s ``n_kind``)."""
+    if n_kind is not None and n_kind not in N_KINDS:
+        raise InputError(f"n_kind: must be one of {list(N_KINDS)}; got {n_kind!r}")
+    if n_kind is None:
+        probe = {"params", "params_total"} <= set(table.columns)
+        n_kind = ({"params": "non_embedding", "params_total": "total"}.get(n, "unspecified")
+                  if probe else "unspecified")
+    out = {"kind": n_kind}
+    if "vocab_size" in table.columns and table["vocab_size"].nunique() == 1:
+        out["vocab_size"] = int(table["vocab_size"].iloc[0])
+    return out
+
+
+def _n_words(nd: dict) -> str:
+    kind = nd.get("kind", "unspecified")
+    vocab = f" at vocabulary {nd['vocab_size']}" if "vocab_size" in nd else ""
+    return {"non_embedding": "non-embedding parameters (embeddings and readout excluded)",
+            "total": f"total parameters (embeddings and readout included){vocab}",
+            }.get(kind, "unspecified (read as total parameters, Chinchilla's convention)")
+
+
+_FAMILY_COLUMNS = ("depth", "d_head", "ffn_ratio", "vocab_size", "seq_len", "base_width", "base_depth",
+                   "batch_size", "lr", "warmup_steps", "weight_decay", "eval_batches", "parametrization", "corpus",
+                   "tokenizer")
+
+
+def _shape_family(table) -> dict | None:
+    """The probes' fixed shape settings when the table is a probe export (one depth, vocabulary
+    and sequence length across its rows), else None."""
+    need = {"width", "depth", "vocab_size", "seq_len"}
+    if not need <= set(table.columns):
+        return None
+    fam = {}
+    for c in _FAMILY_COLUMNS:
+        if c in table.columns:
+            vals = table[c].dropna().unique()
+            if len(vals) != 1:
+                if c in ("depth", "vocab_size", "seq_len"):
+                    return None
+                continue
+            v = vals[0]
+            fam[c] = v.item() if hasattr(v, "item") else v
+    if "n_heads" in table.columns and "d_head" not in fam:
+        dh = (table["width"] / table["n_heads"]).unique()
+        if len(dh) == 1:
+            fam["d_head"] = int(dh[0])
+    return fam

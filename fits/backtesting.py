@@ -14,7 +14,8 @@ import pandas as pd
 from ._data import budget_groups, budget_of, surface_data
 from .errors import InputError
 from .isoflop import vertex_check
-from .surface import LossSurfaceFit, refit_frame
+from .fitting import refit_frame
+from .surface import LossSurfaceFit
 
 __all__ = ["BacktestResult", "backtest"]
 

@@ -351,7 +351,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
     target's optimum, gamma ~ N(0, ``interaction``^2). The same ``seed`` draws the same laws and bends
     for every design (common random numbers), so two designs' scores differ by their runs more than by
     their luck."""
-    from .surface import fit_loss_surface
+    from .fitting import fit_loss_surface
 
     _check_criterion(criterion)
     if not isinstance(n_sims, (int, np.integer)) or n_sims < 1:

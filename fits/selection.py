@@ -107,7 +107,7 @@ def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, se
                   max_folds: int = 3, bootstrap: int = 30, level: float = 0.9) -> FormComparison:
     """Score each of ``forms`` on rolling-origin backtests of a tidy frame (columns N, D, C, loss,
     optionally budget) and choose one; see the module docstring."""
-    from .surface import refit_frame
+    from .fitting import refit_frame
 
     forms = [get_form(f).name for f in forms]
     if not forms:

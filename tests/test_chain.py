@@ -13,7 +13,7 @@ from fits._data import surface_data
 from fits._engine import FitData, objective
 from fits.cli import main as fit_cli, verify_main
 from fits.forms import STATUSES, get_form
-from fits.surface import conformal_quantile
+from fits.calibration import conformal_quantile
 from planner import make_plan
 from planner.cli import main as plan_cli
 from planner.shape import count_params
