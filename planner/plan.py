@@ -410,8 +410,8 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
                      "form's prediction: the form misses a term the runs show (an in-sample estimate: its error "
                      "this far out is not measured); the plan's N, D and interval do not carry it")
     label = _fit_label(fit)
-    preds = fit.form_predictions(params, tokens)
-    if len(preds) > 1:  # forms chosen by backtest: how far the candidate laws part at this plan
+    if fit.options.get("alternatives"):  # forms chosen by backtest: how far the candidate laws part at this plan
+        preds = fit.form_predictions(params, tokens)
         extra.update({f"loss_{f}": float(v) for f, v in zip(preds["form"], preds["loss"])})
         extra["form_spread"] = float(preds["loss"].max() / preds["loss"].min() - 1.0)
         cred = preds[preds["weight"] > 0]

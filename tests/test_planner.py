@@ -236,3 +236,13 @@ def test_cli_results_from_a_probes_export(tmp_path):
     row = pd.read_csv(out).iloc[0]
     assert row["params"] == pytest.approx(direct.params, rel=1e-6)
     assert row["n_kind"] == "non_embedding" and row["params"] == row["model_non_embedding_params"]
+
+
+def test_the_preset_plan_path_imports_neither_pandas_nor_scipy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from planner import make_plan; make_plan(budget=1e21); "
+            "print(sorted(m for m in ('pandas', 'scipy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
