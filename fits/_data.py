@@ -52,7 +52,8 @@ def _positive_column(df: pd.DataFrame, col: str, param: str) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"{param}: column {col!r} must hold finite positive numbers; "
-            f"{int(bad.sum())} row(s) do not, first at row {i} (value {df[col].iloc[i]!r})"
+            f"{int(bad.sum())} row(s) do not, first at data row {i + 1} (line {i + 2} of a CSV with a header; "
+            f"value {df[col].iloc[i]}); drop or fix the row"
         )
     return values
 
@@ -102,12 +103,45 @@ def surface_data(
     out["loss"] = _positive_column(df, loss, "loss")
     for key, col in (extra or {}).items():
         out[key] = _positive_column(df, col, key)
+    check_units(out)
     if len(out) < min_points:
         raise InputError(
             f"df: need at least {min_points} usable rows (one more than the parameters fitted); "
             f"got {len(out)}"
         )
     return out.reset_index(drop=True)
+
+
+#: the plausible ranges a results table is checked against (see :func:`check_units`)
+TOKENS_PER_PARAM = (0.01, 1e5)
+MIN_PARAMS = 1000.0
+LOSS_RANGE_NATS = (0.1, math.log(262144) + 1.0)  # uniform guessing over a 256k vocabulary, plus 1
+
+
+def check_units(frame: pd.DataFrame) -> None:
+    """Fail, naming the likely mistake, when N, D or the loss are not in the units the laws take:
+    parameter and token counts (not millions or billions), and a loss in nats or bits (not a
+    perplexity or an accuracy)."""
+    n, d, loss = frame["N"].to_numpy(), frame["D"].to_numpy(), frame["loss"].to_numpy()
+    if n.max() < MIN_PARAMS:
+        raise InputError(f"n: the largest N is {n.max():g} parameters; N looks like it is in millions or billions "
+                         f"(a 12.5M model is 12500000); give the count of parameters")
+    tpp = float(np.median(d / n))
+    if tpp > TOKENS_PER_PARAM[1]:
+        raise InputError(f"n: the runs train a median {tpp:.3g} tokens per parameter (plausible: "
+                         f"{TOKENS_PER_PARAM[0]:g}-{TOKENS_PER_PARAM[1]:.0e}); N looks like it is in thousands or millions "
+                         "of parameters; give the count of parameters")
+    if tpp < TOKENS_PER_PARAM[0]:
+        raise InputError(f"d: the runs train a median {tpp:.3g} tokens per parameter (plausible: "
+                         f"{TOKENS_PER_PARAM[0]:g}-{TOKENS_PER_PARAM[1]:.0e}); D looks like it is in millions or billions "
+                         "of tokens; give the count of tokens")
+    lo, hi = LOSS_RANGE_NATS
+    if loss.min() < lo:
+        raise InputError(f"loss: the smallest loss is {loss.min():g} (plausible: {lo:g}-{hi:.3g}); it looks like an "
+                         "accuracy or a normalised score, not a cross-entropy; give the loss column")
+    if loss.max() > hi:
+        raise InputError(f"loss: the largest loss is {loss.max():g}, above log(vocabulary) + 1 = {hi:.3g} for any "
+                         "vocabulary up to 256k; it looks like a perplexity: give its log (the cross-entropy)")
 
 
 def budget_of(frame: pd.DataFrame) -> np.ndarray:
@@ -191,8 +225,11 @@ def _group_labels(table, group, frame) -> np.ndarray:
 def _loss_unit(table, loss: str) -> str:
     """The loss unit a table's columns tell: bits per byte for a ``*bpb`` column, nats per token on the
     probes' corpus and tokenizer for a probe export, else unspecified."""
-    if "bpb" in loss.lower():
+    low = loss.lower()
+    if "bpb" in low or "bits_per_byte" in low or "bits-per-byte" in low:
         return "bits per byte"
+    if "bits" in low or "bpc" in low:
+        return "bits per " + ("character" if "bpc" in low or "char" in low else "token")
     one = lambda c: (c in table.columns and table[c].nunique() == 1) and str(table[c].iloc[0])
     if one("tokenizer"):
         parts = [f"{one('corpus')} corpus" if one("corpus") else None, f"{one('tokenizer')} tokenizer",
@@ -226,7 +263,7 @@ def _n_words(nd: dict) -> str:
             }.get(kind, "unspecified (read as total parameters, Chinchilla's convention)")
 
 
-_FAMILY_COLUMNS = ("depth", "d_head", "ffn_ratio", "vocab_size", "seq_len", "base_width", "base_depth",
+_FAMILY_COLUMNS = ("depth", "d_head", "kv_heads", "ffn_ratio", "vocab_size", "seq_len", "base_width", "base_depth",
                    "batch_size", "lr", "warmup_steps", "weight_decay", "eval_batches", "parametrization", "corpus",
                    "tokenizer")
 

@@ -22,6 +22,12 @@ from ._io import atomic_write_text
               help="Functional form of the law: chinchilla, beta_n, interaction, kaplan, farseer, data_constrained, "
                    "or auto (choose by the table's own extrapolation backtests; intervals carry the forms' disagreement).")
 @click.option("--unique-tokens", default=None, help="Column of unique tokens (data_constrained form).")
+@click.option("--n-kind", type=click.Choice(["total", "non_embedding", "unspecified"]), default=None,
+              help="What N counts: total parameters (embeddings and readout included, Chinchilla's count) or "
+                   "non_embedding (Kaplan's) [default: read from a probe export, else unspecified].")
+@click.option("--loss-unit", default=None,
+              help="What the loss measures, e.g. \"nats per token (my corpus, Llama 3 tokenizer)\" or \"bits per byte\" "
+                   "[default: read from the table (a *bpb or *bits column, a probe export)].")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
               help="Bootstrap refits for intervals.")
 @click.option("--group", default="auto", show_default=True,
@@ -44,9 +50,16 @@ from ._io import atomic_write_text
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a one-page report of the fit: .html (self-contained) or .md (plots beside it).")
 @guarded
-def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed, run_noise, level, out,
-         isoflop, holdout, plot, report):
-    """Fit a scaling law L(N, D) to RESULTS (a CSV with one row per run)."""
+def main(results, n, d, loss, flops, form, unique_tokens, n_kind, loss_unit, bootstrap, group, seed, run_noise, level,
+         out, isoflop, holdout, plot, report):
+    """Fit a scaling law L(N, D) to RESULTS (a CSV with one row per run).
+
+    \b
+    Subcommands:
+      fit hparams SWEEP ...   fit the learning-rate/batch-size (and weight-decay) laws to an lr x batch
+                              sweep (see `fit hparams --help`)
+      fit-verify ...          score a saved fit against held-out runs (see `fit-verify --help`)
+    """
     from . import backtest, fit_loss_surface, isoflop_analysis
     from ._data import surface_data
 
@@ -60,8 +73,8 @@ def main(results, n, d, loss, flops, form, unique_tokens, bootstrap, group, seed
         check_writable(option, path)
     fit = fit_loss_surface(results, n=n, d=d, loss=loss, flops=flops, form=form,
                            unique_tokens=unique_tokens, bootstrap=bootstrap, seed=seed,
-                           group=None if group == "none" else group, run_noise=run_noise,
-                           progress=bootstrap >= 500)
+                           group=None if group == "none" else group, run_noise=run_noise, n_kind=n_kind,
+                           loss_unit=loss_unit, progress=bootstrap >= 500)
     click.echo(fit.report(level))
     if out:
         out = Path(out)

@@ -536,7 +536,7 @@ def get_form(name: str | Form) -> Form:
         return name
     if name not in FORMS:
         from .errors import InputError
-        raise InputError(f"form: must be one of {sorted(FORMS)}; got {name!r}")
+        raise InputError(f"form: must be one of {sorted(FORMS)}, or 'auto' (chosen by backtests); got {name!r}")
     return FORMS[name]
 
 

@@ -154,13 +154,14 @@ def fmt(v, spec=".4g") -> str:
     return format(v, spec)
 
 
-def table(headers, rows, md: bool):
+def table(headers, rows, md: bool, numeric=(1, 2)):
+    """A table as Markdown or HTML; the ``numeric`` columns keep their figures on one line."""
     if md:
         out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
         return "\n".join(out)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    cell = lambda j, c: ('<td class="num">' if j in (1, 2) else "<td>") + html.escape(str(c)) + "</td>"
+    cell = lambda j, c: ('<td class="num">' if j in numeric else "<td>") + html.escape(str(c)) + "</td>"
     body = "".join("<tr>" + "".join(cell(j, c) for j, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 

@@ -186,10 +186,13 @@ class LossSurfaceFit:
         return out
 
     # --- prediction -------------------------------------------------------------------------
-    def predict(self, N, D, **variables) -> np.ndarray:
-        """Predicted loss at (N, D) (arrays broadcast); data-constrained forms take unique_tokens=U."""
+    def predict(self, N, D, **variables):
+        """Predicted loss at (N, D) (arrays broadcast); data-constrained forms take unique_tokens=U.
+        Scalars in, a float out; arrays in, an array out."""
+        scalar = np.ndim(N) == 0 and np.ndim(D) == 0
         N, D, variables = self._inputs(N, D, variables)
-        return np.asarray(self.law(N, D, self.params, **variables), dtype=float)
+        out = np.asarray(self.law(N, D, self.params, **variables), dtype=float)
+        return float(out) if scalar else out
 
     def _inputs(self, N, D, variables):
         N = np.asarray(N, dtype=float)
@@ -223,6 +226,8 @@ class LossSurfaceFit:
         shape = np.broadcast(N, D).shape
         N, D = np.broadcast_to(N, shape), np.broadcast_to(D, shape)
         center, lo, hi = self._log_interval(N, D, var, level, kind)
+        if shape == ():
+            return tuple(float(np.exp(a).reshape(())) for a in (center, lo, hi))
         return tuple(np.exp(a).reshape(shape) for a in (center, lo, hi))
 
     @property

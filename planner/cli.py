@@ -49,7 +49,7 @@ _N_WORDS = {"non_embedding": "non-embedding, as the fit counts N", "total": "tot
             "unspecified": "total: the fit does not say, read as Chinchilla's total count"}
 
 
-def _card(plan) -> str:
+def _card(plan, explain: bool = False) -> str:
     s, b = plan.shape, plan.budget
     iv = (f"  [{plan.loss_low:.4f}, {plan.loss_high:.4f}] {plan.loss_interval}"
           if plan.loss_low is not None else f"  ({plan.loss_interval})")
@@ -73,9 +73,9 @@ def _card(plan) -> str:
         f"  predicted loss      {plan.loss:.4f}" + iv,
         f"  law                 {plan.sources['form']}"
         + (f"; the candidate forms part by {plan.extra['form_spread']:.2%} here" if "form_spread" in plan.extra else ""),
-        f"  model               d_model {s.d_model}, {s.n_layers} layers, {s.n_heads} heads x {s.d_head}, "
-        f"d_ff {s.d_ff}, vocab {s.vocab_size}, seq {s.seq_len}: {s.params:.4g} params "
-        f"({s.non_embedding_params:.4g} non-embedding), {s.flops_per_token:.4g} FLOPs/token",
+        f"  model               {s.describe()}",
+        f"                      {s.params:,} params ({s.non_embedding_params:,} non-embedding), "
+        f"{s.flops_per_token:.4g} FLOPs/token",
         f"  batch               {plan.batch_tokens:,} tokens = {plan.batch_sequences:,} sequences",
         f"  steps               {plan.steps:,} (warmup {plan.warmup_steps:,})",
         f"  learning rate       {plan.lr:.3g}" + (f"   [{plan.intervals['lr_low']:.3g}, {plan.intervals['lr_high']:.3g}]"
@@ -103,14 +103,57 @@ def _card(plan) -> str:
         lines += [f"    {r['batch_over_bcrit']:>4g} x B_crit = {r['batch_tokens']:>14,.0f}: "
                   f"{r['tokens']:.4g} tokens, {r['steps']:,.0f} steps" for r in plan.batch_tradeoff()]
     if "lifetime_flops" in plan.extra:
-        lines.append(f"  lifetime FLOPs      {plan.extra['lifetime_flops']:.4g} with "
-                     f"{plan.extra['inference_tokens']:.3g} inference tokens")
+        e = plan.extra
+        lines.append(f"  serving             {e['inference_tokens']:.3g} tokens at {e['serving_flops_per_token']:.3g} "
+                     f"FLOPs each, {e['serving_speed_vs_compute_optimal']:.2f}x the compute-optimal model's speed"
+                     + (f" (~{e['serving_tokens_per_second']:,.0f} tokens/s per {b.gpu or 'device'} at MFU {b.mfu})"
+                        if "serving_tokens_per_second" in e else ""))
+        lines.append(f"  lifetime FLOPs      {e['lifetime_flops']:.4g} (training + serving), "
+                     f"{e['lifetime_flops_saved']:.0%} less than the compute-optimal model's")
     if plan.risks:
-        lines.append("  risks:")
+        lines.append(f"  risks ({plan.variant} plan, most severe first):")
         lines += [f"    - {r}" for r in plan.risks]
-    lines.append("  sources:")
-    lines += [f"    {k:<13}{v}" for k, v in plan.sources.items()]
+    lines.append("  sources:" + ("" if explain else " (short; --explain for each in full)"))
+    src = _sources(plan.sources, explain)
+    w = max(map(len, src)) + 2
+    lines += [f"    {k:<{w}}{v}" for k, v in src.items()]
     return "\n".join(lines)
+
+
+def _short(text: str, width: int = 96) -> str:
+    head = text.split("; ")[0]
+    return head if len(head) <= width else head[: width - 1].rstrip() + "…"
+
+
+def _sources(sources: dict, explain: bool) -> dict:
+    """Each source in full (``explain``), else its first clause, with repeated ones said once."""
+    if explain:
+        return dict(sources)
+    out: dict[str, str] = {}
+    for key, text in sources.items():
+        short = _short(text)
+        same = next((k for k, v in out.items() if v == short), None)
+        if same is None:
+            out[key] = short
+        else:
+            out[f"{same}, {key}"] = out.pop(same)
+    return out
+
+
+def _alternatives_table(plans) -> str:
+    """The inference-aware plan beside its alternatives: what each costs over its life."""
+    rows = [["", "N", "D", "loss", "training FLOPs", "vs budget", "lifetime FLOPs", "serving speed"]]
+    for p in plans:
+        e = p.extra
+        rows.append([p.variant, f"{p.params:.3g}", f"{p.tokens:.3g}", f"{p.loss:.4f}", f"{p.training_flops:.3g}",
+                     f"{p.training_flops / p.budget.flops:.2f}x", f"{e['lifetime_flops']:.3g}",
+                     f"{e['serving_speed_vs_compute_optimal']:.2f}x"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+    return ("Alternatives for the same serving volume (the plan above is inference-aware: it spends the budget):\n"
+            + text + "\n  same-loss: the compute-optimal loss at the least lifetime FLOPs (Sardana et al. 2024); "
+            "it trains beyond the budget by the factor shown")
 
 
 _TABLE = (("budget_flops", "budget", ".3g"), ("params", "N", ".3g"), ("tokens", "D", ".3g"),
@@ -140,6 +183,39 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def _fit_data(fit):
+    """The runs behind a saved fit, read back from the file it records as its source (for the
+    report's law plot), or None when that file is not at hand or no longer matches."""
+    src, cols = fit.provenance.get("source"), fit.options.get("columns") or {}
+    if not src or not Path(src).is_file():
+        return None
+    from fits._data import surface_data
+
+    try:
+        return surface_data(src, n=cols.get("n", "params"), d=cols.get("d", "tokens"), loss=cols.get("loss", "loss"),
+                            flops=cols.get("flops"))
+    except InputError:
+        return None
+
+
+def _plans_json(plans) -> str:
+    import json
+
+    return json.dumps({"version": __version__, "plans": [p.to_dict() for p in plans]}, indent=2)
+
+
+#: below this many FLOPs no model trains on a single sequence worth of tokens
+MIN_FLOPS_BUDGET = 1e10
+
+
+def check_flops_budget(flops: float) -> None:
+    """A FLOPs budget too small to be one (it looks like hours or dollars) fails, naming the fix."""
+    if flops < MIN_FLOPS_BUDGET:
+        raise InputError(f"--budget: {flops:g} FLOPs is too small to train any model (< {MIN_FLOPS_BUDGET:.0e}); if it "
+                         f"is GPU-hours, add --unit gpu-hours --gpu h100; if dollars, --unit usd --price-per-hour P "
+                         "--gpu h100; FLOPs are written like 1e21")
 
 
 def _fit_results(path):
@@ -195,6 +271,11 @@ def _hparams_from_results(path):
               help="Context length [default: the probes' for a fit of probes, else 2048].")
 @click.option("--vocab", "vocab_size", type=int, default=None,
               help="Vocabulary [default: the probes' for a fit of probes, else 32000].")
+@click.option("--kv-heads", type=int, default=None,
+              help="Key/value heads (grouped-query attention) [default: 8, or as many as there are heads; a fit of "
+                   "probes: the probes'].")
+@click.option("--tp", type=int, default=None,
+              help="Tensor-parallel degree: query heads are a multiple of it [default: 8].")
 @click.option("--hparams", default=None,
               help="Learning-rate/batch rule: deepseek2024, steplaw2025, probes (the probes' own settings), or a "
                    "fitted law (JSON from fits.fit_hyperparameters) [default: probes for a fit of probes, else "
@@ -203,19 +284,27 @@ def _hparams_from_results(path):
               help="Tokens to serve over the model's life: also plan the inference-aware model.")
 @click.option("--unique-tokens", type=float, default=None,
               help="Unique training tokens available: plan for repeated data and report its risk.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the plan table as CSV.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the plans: .csv (one row of numbers per plan variant) or .json (every number, interval, "
+                   "risk and source).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON (planner/plan.schema.json) instead of the card.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (files are still written).")
+@click.option("--explain", is_flag=True, help="Print every source in full.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot loss, N and D against budget (PNG).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a one-page decision report: .html (self-contained, opens offline) or .md (plots "
                    "as PNG files beside it).")
 @click.option("--emit-grid", type=click.Path(dir_okay=False), default=None,
               help="Write a probe grid (TOML) that trains the planned model with the probe runner.")
+@click.option("--emit-config", type=click.Path(file_okay=False), default=None,
+              help="Write the planned model and recipe into DIR: config.json (Hugging Face), recipe.json/.yaml, "
+                   "and torchtitan.toml with torchtitan_flavor.py.")
 @click.option("--isoflop", "emit_isoflop", is_flag=True,
               help="With --emit-grid: also the shapes nearest N/3 and 3N on the same budget.")
 @guarded
 def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
-         level, seq_len, vocab_size, hparams, inference_tokens, unique_tokens, out, plot, report, emit_grid,
-         emit_isoflop):
+         level, seq_len, vocab_size, kv_heads, tp, hparams, inference_tokens, unique_tokens, out, as_json, quiet,
+         explain, plot, report, emit_grid, emit_config, emit_isoflop):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
     from .presets import DEFAULT_PRESET, list_presets as _list
@@ -236,9 +325,13 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         check_report_path(report)
     for option, path in (("--out", out), ("--plot", plot), ("--report", report), ("--emit-grid", emit_grid)):
         check_writable(option, path)
+    if out and Path(out).suffix.lower() not in (".csv", ".json"):
+        fail(f"--out: writes .csv or .json, as its suffix says; got {out!r}")
     if emit_isoflop and not emit_grid:
         fail("--isoflop: goes with --emit-grid PATH")
     amounts = parse_budgets(budget)
+    if unit == "flops":
+        check_flops_budget(min(amounts))
     hw = dict(gpu=gpu, mfu=mfu, peak_tflops=peak_tflops, price_per_hour=price_per_hour)
     budgets = [Budget.from_unit(a, unit, **hw) for a in amounts]
     hp = hparams
@@ -252,12 +345,15 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
             hp = _hparams_from_results(results)
     else:
         source = fit_path or preset or DEFAULT_PRESET
-    if emit_grid and len(budgets) != 1:
-        fail("--emit-grid: needs a single budget, not a sweep")
+    for option, value in (("--emit-grid", emit_grid), ("--emit-config", emit_config)):
+        if value and len(budgets) != 1:
+            fail(f"{option}: needs a single budget, not a sweep")
     from .plan import resolve_fit
 
     source = resolve_fit(source)
-    plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size,
+    if report and data is None:
+        data = _fit_data(source)
+    plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size, kv_heads=kv_heads, tp=tp,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
     rows = [p.to_row() for p in plans]
     if plot:
@@ -268,17 +364,23 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         from .report import build_report
 
         page = build_report(plans, source, data)
-    if len(plans) == 1 or (inference_tokens is not None and len(plans) == 2):
-        click.echo("\n\n".join(_card(p) for p in plans))
+    echo = (lambda *a, **k: None) if quiet else click.echo
+    if as_json:
+        echo(_plans_json(plans))
+    elif len(plans) == 1:
+        echo(_card(plans[0], explain))
+    elif inference_tokens is not None and len(plans) == 3:
+        chosen = next(p for p in plans if p.variant == "inference-aware")
+        echo(_card(chosen, explain) + "\n\n" + _alternatives_table(plans))
     else:
-        click.echo(_table(rows))
-        click.echo(f"\nlaw: {plans[0].sources['loss']}\nform: {plans[0].sources['form']}"
-                   f"\nlr/batch: {plans[0].sources['lr']}")
+        echo(_table(rows))
+        echo(f"\nlaw: {_short(plans[0].sources['loss'])}\nform: {_short(plans[0].sources['form'])}"
+             f"\nlr/batch: {_short(plans[0].sources['lr'])}")
         common = [r for r in plans[0].risks if all(r in p.risks for p in plans)]  # said once, not per budget
-        risky = [f"every budget: {r}" for r in common] + [f"{p.budget.flops:.3g}: {r}" for p in plans
+        risky = [f"every budget: {r}" for r in common] + [f"{p.budget.flops:.3g} ({p.variant}): {r}" for p in plans
                                                           for r in p.risks if r not in common]
         if risky:
-            click.echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
+            echo("risks:\n" + "\n".join(f"  - {r}" for r in risky))
     writes = []  # (option, path, write): everything is computed before the first file is written
     if emit_grid:
         from .emit import plan_grid_toml
@@ -287,8 +389,18 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         main_plan = next(p for p in plans if p.variant == "compute-optimal")
         text = plan_grid_toml(main_plan, source, fit_path or results, isoflop=emit_isoflop)
         writes.append(("--emit-grid", emit_grid, lambda: [atomic_write_text(Path(emit_grid), text)]))
+    if emit_config:
+        from .export import write_config_dir
+
+        chosen = plans[-1]  # the plan the card recommends
+        writes.append(("--emit-config", emit_config, lambda: write_config_dir(chosen, emit_config)))
     if out:
-        writes.append(("--out", out, lambda: [_write_csv(Path(out), rows) or Path(out)]))
+        if Path(out).suffix.lower() == ".json":
+            from fits._io import atomic_write_text
+
+            writes.append(("--out", out, lambda: [atomic_write_text(Path(out), _plans_json(plans)) or Path(out)]))
+        else:
+            writes.append(("--out", out, lambda: [_write_csv(Path(out), rows) or Path(out)]))
     if png:
         writes.append(("--plot", plot, lambda: [atomic_write_bytes(Path(plot), png)]))
     if page is not None:
@@ -298,7 +410,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
             written = write()
         except OSError as exc:
             fail(f"{option}: cannot write {path!r} ({exc.strerror or exc}); choose a writable path")
-        click.echo("wrote " + ", ".join(str(w) for w in written)
+        echo("wrote " + ", ".join(str(w) for w in written)
                    + (f" (probe run {emit_grid})" if option == "--emit-grid" else ""))
 
 

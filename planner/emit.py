@@ -18,14 +18,14 @@ def _toml_value(v) -> str:
 
 def plan_grid_runs(plan, fit, isoflop: bool = False) -> list[dict]:
     """The runs :func:`plan_grid_toml` writes: {"role", "width", "tokens", "params"} each."""
-    from .plan import _n_kind, _nearest_shape, resolve_family
+    from .plan import _n_kind
 
-    family = resolve_family(fit, plan.shape.seq_len, plan.shape.vocab_size)
+    family = plan.family
     kind = _n_kind(fit)
     shapes = [("planned", plan.shape)]
     if isoflop:
         for label, f in (("N/3", 1 / 3), ("3N", 3.0)):
-            shapes.append((label, _nearest_shape(family, plan.params * f, kind)))
+            shapes.append((label, family.for_params(plan.params * f, kind)))
     runs, seen = [], set()
     for label, s in shapes:
         if s.d_model in seen:
@@ -50,13 +50,14 @@ def plan_grid_toml(plan, fit=None, source: str | None = None, isoflop: bool = Fa
     if not fam:
         raise InputError("--emit-grid: needs a plan made from a fit of probe results (--fit or --results), "
                          "whose shape family the probe runner can train")
-    from .plan import _n_kind, resolve_family
+    from .plan import _n_kind
 
-    family = resolve_family(fit, plan.shape.seq_len, plan.shape.vocab_size)
+    family = plan.family
     kind = _n_kind(fit)
     settings = {
         "model": {"depth": family.depth, "d_head": family.d_head, "ffn_ratio": family.ffn_ratio,
-                  "seq_len": family.seq_len, "vocab_size": family.vocab_size},
+                  "seq_len": family.seq_len, "vocab_size": family.vocab_size,
+                  **({"kv_heads": family.kv_heads} if family.kv_heads else {})},
         "train": {"lr": plan.lr, "batch_size": plan.batch_sequences, "warmup_steps": plan.warmup_steps,
                   "weight_decay": plan.weight_decay, "schedule": "wsd", "eval_every": 1_000_000},
         "data": {},

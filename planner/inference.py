@@ -1,7 +1,15 @@
-"""Inference-aware sizing (Sardana et al. 2024, 'Beyond Chinchilla-Optimal', arXiv:2401.00448).
+"""Inference-aware sizing for T tokens served over the model's life.
 
-Among all (N, D) reaching the compute-optimal plan's predicted loss L*, pick the one that
-minimises lifetime FLOPs 6 N D + 2 N T for T inference tokens: a smaller model trained longer.
+Two questions, two answers:
+
+* :func:`best_within_budget` (the plan's answer for a team whose training budget C is fixed): the
+  model on the budget's isoFLOP line that minimises its serving FLOPs 2 N T plus the price of its
+  lost quality, priced as training compute: C - C*(L), where C*(L) is the compute a compute-optimal
+  run needs to reach loss L. Serving nothing, that is the compute-optimal model; serving much, a
+  smaller model trained on more tokens, within the same training budget.
+* :func:`inference_optimal` (Sardana et al. 2024, 'Beyond Chinchilla-Optimal', arXiv:2401.00448):
+  among all (N, D) reaching the compute-optimal plan's loss L*, the one minimising lifetime
+  FLOPs 6 N D + 2 N T: a smaller model trained longer, at more than the budget.
 """
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import math
 
 import numpy as np
 
-__all__ = ["tokens_for_loss", "inference_optimal"]
+__all__ = ["tokens_for_loss", "inference_optimal", "best_within_budget"]
 
 
 def tokens_for_loss(predict, N: float, target: float, d_hint: float) -> float:
@@ -52,3 +60,44 @@ def inference_optimal(predict, N_opt: float, D_opt: float, T: float) -> tuple[fl
             lo = a
     n = math.exp(0.5 * (lo + hi))
     return n, lifetime(math.log(n))[1]
+
+
+def best_within_budget(predict, C: float, T: float, n_opt: float) -> float:
+    """N of the model that spends training budget ``C`` (D = C / 6N) and is lifetime-optimal for
+    its own loss with ``T`` tokens served: along its iso-loss curve, training + serving FLOPs
+    6ND + 2NT are stationary, 6D + 2T = 6D (dL/dlnN) / (dL/dlnD) (Sardana et al.'s condition, read
+    at a fixed training budget). With T = 0 it is the compute-optimal N; more serving, a smaller
+    model trained on more tokens. ``predict(N, D)`` is the loss law; N is searched below ``n_opt``.
+
+    >>> L = lambda n, d: 1.7 + 400 / n ** 0.34 + 410 / d ** 0.28
+    >>> n0 = best_within_budget(L, 1e21, 0.0, 1e11)
+    >>> n1 = best_within_budget(L, 1e21, 1e13, n0)
+    >>> 0.05 < n1 / n0 < 0.8
+    True
+    """
+    h = 1e-3
+
+    def g(logn):
+        n = math.exp(logn)
+        d = C / (6.0 * n)
+        dl_n = (predict(n * math.exp(h), d) - predict(n * math.exp(-h), d)) / (2 * h)
+        dl_d = (predict(n, d * math.exp(h)) - predict(n, d * math.exp(-h))) / (2 * h)
+        if not dl_d < 0:
+            return -math.inf
+        return 6.0 * d + 2.0 * T - 6.0 * d * dl_n / dl_d
+
+    hi = math.log(n_opt)
+    if T <= 0 or g(hi) <= 0:  # already lifetime-optimal at the compute-optimal size
+        if T <= 0:
+            lo = math.log(n_opt) - 10.0
+            hi = math.log(n_opt) + 10.0
+        else:
+            return n_opt
+    else:
+        lo = hi - 2.0
+        while g(lo) > 0 and lo > hi - 14.0:
+            lo -= 2.0
+    for _ in range(80):  # bisection in log N: g falls as N shrinks
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if g(mid) > 0 else (mid, hi)
+    return math.exp(0.5 * (lo + hi))

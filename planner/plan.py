@@ -11,14 +11,14 @@ from fits.errors import InputError
 from . import rules
 from .budget import Budget
 from .presets import DEFAULT_PRESET, load_preset
-from .shape import ModelShape, ShapeFamily, count_params, family_shapes, shape_for_params
+from .shape import PRODUCTION_TP, ModelShape, ShapeFamily, count_params, family_shapes
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from fits.surface import LossSurfaceFit
 
-__all__ = ["AllocationError", "Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit"]
+__all__ = ["AllocationError", "Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit", "risk_severity"]
 
 EXTRAPOLATION_WARN_DECADES = 1.0
 HPARAM_LAW_MAX_DECADES = 1.0   # a fitted lr/batch law is used at most this far beyond its data
@@ -51,6 +51,7 @@ class Plan:
     sources: dict = field(default_factory=dict)
     intervals: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    family: ShapeFamily = field(default_factory=ShapeFamily)
 
     @property
     def tokens_per_param(self) -> float:
@@ -68,15 +69,19 @@ class Plan:
             return []
         return rules.batch_tradeoff(self.tokens, self.batch_tokens, self.extra["batch_crit_tokens"])
 
+    @property
+    def risk_level(self) -> str:
+        """The most severe of the plan's risks: "HIGH", "warning", "note" or "none"."""
+        return min((risk_severity(r) for r in self.risks), key=SEVERITIES.index, default="none")
+
     def to_row(self) -> dict:
-        """One flat record (the CSV row): plan figures, shape, hardware, risks and sources."""
+        """One flat record of numbers (the CSV row): plan figures, intervals, shape, optimiser,
+        hardware. Words (risks, sources) are in :meth:`to_dict`."""
         b = self.budget
         row = {
             "variant": self.variant, "budget_flops": b.flops, "training_flops": self.training_flops,
-            "params": self.params,
-            "tokens": self.tokens, "tokens_per_param": self.tokens_per_param,
+            "params": self.params, "tokens": self.tokens, "tokens_per_param": self.tokens_per_param,
             "loss": self.loss, "loss_low": self.loss_low, "loss_high": self.loss_high,
-            "loss_interval": self.loss_interval,
         }
         row.update({k: v for k, v in self.intervals.items()})
         row.update({f"model_{k}": v for k, v in self.shape.to_dict().items()})
@@ -87,14 +92,61 @@ class Plan:
             "gpu": b.gpu, "mfu": b.mfu if b.peak else None, "gpu_hours": b.gpu_hours,
             "cost_usd": b.cost_usd, "decades_beyond_fit": self.decades_beyond_fit,
         })
-        row.update(self.extra)
-        row["risks"] = " | ".join(self.risks)
-        row.update({f"source_{k}": v for k, v in self.sources.items()})
+        row.update({k: v for k, v in self.extra.items()
+                    if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k in _ROW_LABELS})
+        row["risk_level"] = self.risk_level
         return row
 
-    def to_frame(self) -> "pd.DataFrame":
-        """The plan as a one-row DataFrame (see :func:`plans_to_frame` for several)."""
-        return plans_to_frame([self])
+    def to_dict(self) -> dict:
+        """Every number, interval, risk and source of the plan, JSON-ready (``plan --json``;
+        the schema is ``planner/plan.schema.json``)."""
+        b = self.budget
+        extra = {k: v for k, v in self.extra.items() if not isinstance(v, Plan)}
+        d = {
+            "variant": self.variant,
+            "budget": {"flops": b.flops, "gpu": b.gpu, "peak_tflops": b.peak / 1e12 if b.peak else None,
+                       "mfu": b.mfu, "price_per_hour": b.price_per_hour, "gpu_hours": b.gpu_hours,
+                       "cost_usd": b.cost_usd},
+            "params": self.params, "n_kind": self.extra.get("n_kind", "unspecified"), "tokens": self.tokens,
+            "tokens_per_param": self.tokens_per_param, "training_flops": self.training_flops,
+            "loss": {"point": self.loss, "low": self.loss_low, "high": self.loss_high,
+                     "interval": self.loss_interval, "unit": self.extra.get("loss_unit")},
+            "intervals": dict(self.intervals),
+            "shape": self.shape.to_dict(),
+            "optimizer": {"lr": self.lr, "weight_decay": self.weight_decay, "batch_tokens": self.batch_tokens,
+                          "batch_sequences": self.batch_sequences, "steps": self.steps,
+                          "warmup_steps": self.warmup_steps, "schedule": self.schedule},
+            "decades_beyond_fit": self.decades_beyond_fit,
+            "risk_level": self.risk_level,
+            "risks": [{"severity": risk_severity(r), "text": r} for r in self.risks],
+            "sources": dict(self.sources),
+            "extra": extra,
+        }
+        alternatives = {k: v.to_dict() for k, v in self.extra.items() if isinstance(v, Plan)}
+        if alternatives:
+            d["alternatives"] = alternatives
+        return _jsonable(d)
+
+SEVERITIES = ("HIGH", "warning", "note")
+_ROW_LABELS = ("n_kind", "loss_unit", "repetition_risk")  # the words a row of numbers needs to be read
+
+
+def risk_severity(text: str) -> str:
+    """A risk line's severity: "HIGH" (HIGH, OVER BUDGET), "note", or "warning" (the rest)."""
+    head = text.split(":", 1)[0]
+    return "HIGH" if head in ("HIGH", "OVER BUDGET") else "note" if head == "note" else "warning"
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def plans_to_frame(plans) -> "pd.DataFrame":
@@ -138,16 +190,19 @@ def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: f
     r = fit.data_range
     if decades > 0:
         out.append(f"{_severity(decades)}: budget lies {decades:.1f} decades beyond the fitted range "
-                   f"(C {r['C_min']:.2g}..{r['C_max']:.2g}); extrapolated loss and allocation are less certain")
+                   f"(C {r['C_min']:.2g}..{r['C_max']:.2g}); extrapolated loss and allocation are less certain; do: add runs "
+                   f"up to ~{r['C_max'] * 10:.2g} FLOPs and refit before committing the budget")
     for what, v, lo, hi in (("N", params, r["N_min"], r["N_max"]), ("D", tokens, r["D_min"], r["D_max"])):
         dec = _beyond(v, lo, hi)
         if dec > 0:
             out.append(f"{_severity(dec)}: {what} = {v:.3g} lies {dec:.1f} decades outside the fitted "
-                       f"{what} range {lo:.3g}..{hi:.3g}")
+                       f"{what} range {lo:.3g}..{hi:.3g}; do: add runs at larger {what}")
     if steps < MIN_STEPS:
-        out.append(f"warning: only {steps} optimizer steps (< {MIN_STEPS}); the lr/batch rules assume longer runs")
+        out.append(f"warning: only {steps} optimizer steps (< {MIN_STEPS}); the lr/batch rules assume longer runs; "
+                   "do: halve the batch (and scale the lr by 0.7) until the run has 1000 steps")
     if not 5 <= tpp <= 500:
-        out.append(f"warning: {tpp:.3g} tokens per parameter is far from the usual 10-100")
+        out.append(f"warning: {tpp:.3g} tokens per parameter is far from the usual 10-100; do: check that the fit's N "
+                   "and D are counts of parameters and tokens (not millions or billions)")
     preset = fit.provenance.get("preset", {})
     if preset:
         out.append(f"note: the loss is the preset's ({fit.loss_unit}): a loss on your data and tokenizer will "
@@ -203,7 +258,8 @@ def _fitted_hyperparameters(hp, shape: ModelShape, tokens: float):
         iv = {k: v for k, v in iv.items() if not k.startswith("lr")}
         risks.append(f"warning: the fitted lr law covers N {r['N_min']:.3g}..{r['N_max']:.3g}, D {r['D_min']:.3g}.."
                      f"{r['D_max']:.3g}; this plan (N {n_ne:.3g} non-embedding, D {tokens:.3g}) lies {far_lr:.1f} "
-                     f"decades beyond (limit {HPARAM_LAW_MAX_DECADES:g}), so the lr comes from the published prior")
+                     f"decades beyond (limit {HPARAM_LAW_MAX_DECADES:g}), so the lr comes from the published prior; do: sweep "
+                     "the lr nearer this size")
     far_b = _beyond(tokens, r["D_min"], r["D_max"])
     why_b = (hp.unfitted.get("batch") if "batch" in hp.unfitted else
              f"this plan's D {tokens:.3g} lies {far_b:.1f} decades beyond the fitted batch law's D "
@@ -247,35 +303,33 @@ def _group_lrs(lr: float, shape: ModelShape, family: dict | None) -> dict:
     if not family or family.get("parametrization") != "mup" or not family.get("base_width"):
         return {}
     m = shape.d_model / float(family["base_width"])
+    m_depth = shape.n_layers / float(family.get("base_depth") or shape.n_layers)
     return {"lr_embedding": lr, "lr_hidden": lr / m, "lr_readout": lr, "logit_multiplier": 1.0 / m,
-            "width_multiplier": m}
+            "width_multiplier": m, "depth_multiplier": m_depth}
 
 
-def resolve_family(fit, seq_len: int | None = None, vocab_size: int | None = None) -> ShapeFamily:
+def resolve_family(fit, seq_len: int | None = None, vocab_size: int | None = None, kv_heads: int | None = None,
+                   tp: int | None = None) -> ShapeFamily:
     """The shape family a plan from ``fit`` uses: the probes' own family when the fit was made
     from a probe export (so a planned model can be trained by the probe runner, at the probes'
     vocabulary and sequence length), else Llama-style production shapes (vocab 32000, seq 2048).
-    ``seq_len`` and ``vocab_size`` override the family's."""
-    for name, v in (("seq_len", seq_len), ("vocab_size", vocab_size)):
-        if v is not None and (not isinstance(v, int) or v < 1):
+    ``seq_len`` and ``vocab_size`` override the family's; ``kv_heads`` (key/value heads) and
+    ``tp`` (query heads a multiple of it) set the production family's attention (default 8, 8)."""
+    for name, v in (("seq_len", seq_len), ("vocab_size", vocab_size), ("kv_heads", kv_heads), ("tp", tp)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise InputError(f"{name}: must be a positive integer; got {v!r}")
     fam = fit.shape_family
     if fam:
         return ShapeFamily("probe", vocab_size=vocab_size or int(fam["vocab_size"]),
                            seq_len=seq_len or int(fam["seq_len"]), depth=int(fam["depth"]),
-                           d_head=int(fam.get("d_head", 16)), ffn_ratio=float(fam.get("ffn_ratio", 8 / 3)))
-    return ShapeFamily("llama", vocab_size=vocab_size or 32000, seq_len=seq_len or 2048)
+                           d_head=int(fam.get("d_head", 16)), ffn_ratio=float(fam.get("ffn_ratio", 8 / 3)),
+                           kv_heads=kv_heads or (int(fam["kv_heads"]) if fam.get("kv_heads") else None))
+    return ShapeFamily("llama", vocab_size=vocab_size or 32000, seq_len=seq_len or 2048, kv_heads=kv_heads,
+                       tp=tp or PRODUCTION_TP)
 
 
 def _n_kind(fit) -> str:
     return fit.n_definition.get("kind", "unspecified")
-
-
-def _nearest_shape(family: ShapeFamily, n: float, kind: str) -> ModelShape:
-    """The family's shape whose parameter count (the fit's kind) is nearest ``n``."""
-    if family.kind == "llama":
-        return shape_for_params(n, vocab_size=family.vocab_size, seq_len=family.seq_len, kind=kind)
-    return min(family_shapes(family), key=lambda s: abs(math.log(count_params(s, kind) / n)))
 
 
 class AllocationError(InputError):
@@ -321,7 +375,8 @@ def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
         if best in (0, len(shapes) - 1):
             which = "narrowest" if best == 0 else "widest"
             edge = [f"warning: the optimum is the {which} shape of the family (width {shapes[best].d_model}): "
-                    "the law's optimum may lie beyond it, so N and the loss are not the law's optimum"]
+                    "the law's optimum may lie beyond it, so N and the loss are not the law's optimum; do: probe "
+                    "wider (or narrower) shapes"]
         return shapes[best], float(d[best]), iv, src, edge
     a = fit.allocation(flops, level=level if fit.n_bootstrap else None, **u)
     risks = []
@@ -330,7 +385,7 @@ def _allocate(fit, flops: float, family: ShapeFamily, level, u: dict):
     if a.get("edge_share", [0.0])[0] > 0.1:
         risks.append(f"warning: {a['edge_share'][0]:.0%} of the bootstrap refits have no interior optimum at this "
                      "budget; the N and D intervals hold the others only")
-    shape = _nearest_shape(family, float(a["params"][0]), kind)
+    shape = family.for_params(float(a["params"][0]), kind)
     tokens = flops / shape.flops_per_token
     iv = {}
     if "params_low" in a:  # the law's intervals, moved with the shape's own count and FLOPs per token
@@ -353,6 +408,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     fam_info = fit.shape_family if family.kind == "probe" else None
     lr, batch, lr_src, batch_src, hp_iv, hp_risks = _hyperparameters(hparams, shape, params, tokens, fam_info)
     seqs, batch_tokens = rules.round_batch(batch, shape.seq_len)
+    if hparams != "probes":  # the lr moves with the rounded batch (a few percent), so both move smoothly
+        lr = rules.lr_for_rounded_batch(lr, batch, batch_tokens)
+        lr_src += f"; x sqrt(rounded / rule batch) = {math.sqrt(batch_tokens / batch):.3f} (Adam's square-root rule)"
     steps = max(1, math.ceil(tokens / batch_tokens))
     uses_u = "U" in fit.law.variables and extra and "unique_tokens" in extra
     u = {"unique_tokens": extra["unique_tokens"]} if uses_u else {}
@@ -363,7 +421,7 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         loss, lo, hi = float(fit.predict(params, tokens, **u)), None, None
         interval = "none: the fit has no bootstrap samples"
     decades = float(fit.decades_beyond_fit(6.0 * params * tokens))
-    extra = {"n_kind": kind, **_group_lrs(lr, shape, fam_info), **(extra or {})}
+    extra = {"n_kind": kind, "loss_unit": fit.loss_unit, **_group_lrs(lr, shape, fam_info), **(extra or {})}
     b_crit, b_crit_src = _critical_batch(hparams, loss, tokens, fit)
     if math.isfinite(b_crit):
         extra["batch_crit_tokens"] = b_crit
@@ -397,18 +455,22 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     if wd > 0 and not TIMESCALE_RANGE[0] <= tau <= TIMESCALE_RANGE[1]:
         risks.append(f"warning: the AdamW timescale 1/(lr x wd) is {tau:.2g} of the run (sensible: "
                      f"{TIMESCALE_RANGE[0]:g}-{TIMESCALE_RANGE[1]:g}; Wang & Aitchison 2025): "
-                     + ("weights forget early data" if tau < TIMESCALE_RANGE[0] else "weight decay barely acts"))
+                     + ("weights forget early data" if tau < TIMESCALE_RANGE[0] else "weight decay barely acts")
+                     + f"; do: set wd = {rules.weight_decay_for(lr, batch_tokens, tokens):.3g} (timescale "
+                     f"{rules.TAU_PRIOR:g} of the run)")
     train_flops = shape.flops_per_token * tokens
     if train_flops > budget.flops * 1.005:
         risks.insert(len(trust), f"OVER BUDGET: training this shape on {tokens:.3g} tokens costs {train_flops:.3g} FLOPs, "
-                        f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}")
+                        f"{train_flops / budget.flops:.2f}x the budget of {budget.flops:.3g}; do: train "
+                        f"{budget.flops / shape.flops_per_token:.3g} tokens, or raise the budget")
     bent = fit.bend_at(params, tokens)
     if bent is not None:  # the form's own residual bend, carried to this plan
         extra["loss_bent"] = float(loss * math.exp(bent))
         risks.insert(len(trust), f"warning: carried to this plan, the residuals' N x D bend puts the loss at "
                      f"{extra['loss_bent']:.4g}, {abs(math.expm1(bent)):.1%} {'below' if bent < 0 else 'above'} the "
                      "form's prediction: the form misses a term the runs show (an in-sample estimate: its error "
-                     "this far out is not measured); the plan's N, D and interval do not carry it")
+                     "this far out is not measured); the plan's N, D and interval do not carry it; do: fit with form='auto' "
+                     "to let backtests choose a form with that term")
     label = _fit_label(fit)
     if fit.options.get("alternatives"):  # forms chosen by backtest: how far the candidate laws part at this plan
         preds = fit.form_predictions(params, tokens)
@@ -420,18 +482,22 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
             preds = cred
             risks.insert(len(trust), f"warning: the credible loss laws disagree by {spread:.1%} at this plan ("
                          + ", ".join(f"{f} {v:.4g}" for f, v in zip(preds["form"], preds["loss"]))
-                         + "): the interval carries it, but the extrapolation rests on the chosen form")
+                         + "): the interval carries it, but the extrapolation rests on the chosen form; do: add runs at "
+                         "larger budgets to tell the forms apart")
     shape_src = (f"the probes' shape family (depth {family.depth}, head {family.d_head}, "
                  f"d_ff {family.ffn_ratio:.3g} x width, vocab {family.vocab_size}, seq {family.seq_len})"
                  if family.kind == "probe" else
-                 "planner.shape: Llama-style block, aspect ratio rule (Kaplan et al. 2020 Sec. 3.1)")
+                 f"production family (Llama 3 / OLMo style: heads a multiple of {family.tp}, d_model and d_ff "
+                 "multiples of 128, even depth, vocab padded to 128; aspect ratio as Kaplan et al. 2020 Sec. 3.1)"
+                 if shape.production else
+                 "a small-model shape: below the production family's smallest (d_model 512, 2 layers)")
     sources = {
         "params": alloc_source.format(fit=label) + f"; N counts {kind.replace('_', '-')} parameters, as fitted",
         "tokens": alloc_source.format(fit=label),
         "loss": f"{label}; interval: {interval}",
         "form": fit.selection_reason,
         "shape": shape_src,
-        "lr": lr_src, "batch": batch_src + "; rounded to a power-of-two number of sequences",
+        "lr": lr_src, "batch": batch_src + "; rounded to a multiple of a power of two sequences (within 3%)",
         "warmup": warmup_src,
         "schedule": rules.SCHEDULE,
         "weight_decay": wd_src if wd_src.startswith("wd = B") else
@@ -444,8 +510,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         variant=variant, budget=budget, params=params, tokens=float(tokens), loss=loss,
         loss_low=lo, loss_high=hi, loss_interval=interval, shape=shape, batch_tokens=batch_tokens,
         batch_sequences=seqs, steps=steps, lr=float(lr), warmup_steps=warmup,
-        schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades, risks=tuple(risks),
-        sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=extra,
+        schedule=rules.SCHEDULE, weight_decay=wd, decades_beyond_fit=decades,
+        risks=tuple(sorted(risks, key=lambda r: SEVERITIES.index(risk_severity(r)))),
+        sources=sources, intervals={**alloc_intervals, **hp_iv}, extra=extra, family=family,
     )
 
 
@@ -495,7 +562,7 @@ def data_constrained_view(fit, max_samples: int = 200):
 
 
 def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int | None = None,
-              vocab_size: int | None = None, hparams=None,
+              vocab_size: int | None = None, hparams=None, kv_heads: int | None = None, tp: int | None = None,
               inference_tokens: float | None = None, unique_tokens: float | None = None) -> Plan:
     """Plan a training run: compute-optimal N and D, loss with interval, shape and optimiser.
 
@@ -507,7 +574,10 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
         per token (attention and readout included), not 6ND.
     level : interval level for loss and allocation (None for none).
     seq_len, vocab_size : override the shape family's context length and vocabulary (a fit of
-        probes plans in the probes' own family; otherwise Llama-style shapes, seq 2048, vocab 32000).
+        probes plans in the probes' own family; otherwise production shapes, seq 2048, vocab 32000).
+    kv_heads, tp : key/value heads (grouped-query attention; default 8) and the tensor-parallel
+        degree the query heads divide into (default 8) of the production family (see
+        :mod:`planner.shape`); ``kv_heads`` also sets a probe family's.
     hparams : learning-rate/batch rule: "deepseek2024" (default without probes), "steplaw2025",
         "probes" (the probes' own lr, batch, warmup and weight decay; default for a fit of probes),
         or a fitted hyperparameter law (used only within ``HPARAM_LAW_MAX_DECADES`` of its data).
@@ -515,9 +585,11 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
         data, the allocation comes from the data-constrained law (Muennighoff et al. 2023) and the
         plan reports epochs, effective tokens and the repeated-data / double-descent risk.
     inference_tokens : tokens to be served over the model's life; when given, the plan is the
-        smaller, longer-trained model with the same predicted loss that minimises training
-        plus inference FLOPs (Sardana et al. 2024), and ``plan.extra["compute_optimal"]`` keeps
-        the compute-optimal alternative. Its training cost exceeds the budget, and it says so.
+        best model within the training budget for that serving volume (smaller, trained on more
+        tokens; :func:`planner.inference.best_within_budget`), with its lifetime FLOPs, loss and
+        serving speed; ``plan.extra["compute_optimal"]`` keeps the compute-optimal plan and
+        ``plan.extra["same_loss"]`` the same-loss smaller model of Sardana et al. 2024 (it trains
+        beyond the budget, and says by how much).
 
     A law with no interior compute-optimal N at the budget (its isoFLOP loss keeps falling to the
     search's edge) raises :class:`AllocationError` naming the cause: N, D and the loss there would be
@@ -527,13 +599,13 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
     --------
     >>> p = make_plan(budget=1e21)
     >>> f"{p.params:.3g} {p.tokens:.3g} {p.loss:.4f}"
-    '2.78e+09 5.82e+10 2.3082'
+    '2.78e+09 5.85e+10 2.3076'
     >>> abs(p.training_flops / 1e21 - 1) < 1e-9
     True
     """
     fit = resolve_fit(fit)
     budget = budget if isinstance(budget, Budget) else Budget(budget)
-    family = resolve_family(fit, seq_len, vocab_size)
+    family = resolve_family(fit, seq_len, vocab_size, kv_heads, tp)
     if hparams is None:
         hparams = "probes" if family.kind == "probe" and "lr" in (fit.shape_family or {}) else "deepseek2024"
     common = dict(level=level, family=family, hparams=hparams)
@@ -554,28 +626,49 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
                        extra=rep_extra, risks_extra=(*edge, *rep_risks), **common)
     if inference_tokens is None:
         return optimal
-    from .inference import inference_optimal
+    from .inference import best_within_budget, inference_optimal
 
     T = float(inference_tokens)
     if not (math.isfinite(T) and T > 0):
         raise InputError(f"inference_tokens: must be a finite positive number; got {inference_tokens!r}")
     N, kind = optimal.params, _n_kind(fit)
     predict = (lambda n, d: float(fit.predict(n, d, **u)))
-    n_inf, d_inf = inference_optimal(predict, N, D, T)
-    inf_shape = _nearest_shape(family, n_inf, kind)
-    d_inf = _tokens_for(predict, count_params(inf_shape, kind), optimal.loss, d_inf)
-    total_opt = shape.flops_per_token * D + 2 * N * T
-    total_inf = inf_shape.flops_per_token * d_inf + 2 * count_params(inf_shape, kind) * T
-    inf_extra, inf_risks = _repetition(count_params(inf_shape, kind), d_inf, u["unique_tokens"]) if u else ({}, ())
-    extra = {"inference_tokens": T, "lifetime_flops": total_inf,
-             "lifetime_flops_saved": 1 - total_inf / total_opt, **inf_extra}
-    plan = _plan_at(fit, budget, inf_shape, d_inf, "inference-aware", alloc_intervals={},
-                    alloc_source=("{fit}; smallest training + inference FLOPs (training FLOPs + 2NT) at the "
-                                  "compute-optimal plan's loss (Sardana et al. 2024, arXiv:2401.00448)"),
-                    extra=extra, risks_extra=inf_risks, **common)
-    opt = replace(optimal, extra={**optimal.extra, "inference_tokens": T, "lifetime_flops": total_opt,
-                                  "lifetime_flops_saved": 0.0})
-    return replace(plan, extra={**plan.extra, "compute_optimal": opt})
+
+    def lifetime(p: Plan) -> float:
+        return p.training_flops + 2.0 * p.params * T
+
+    # the best model within the budget for this serving volume
+    n_best = best_within_budget(predict, budget.flops, T, N)
+    best_shape = family.for_params(n_best, kind)
+    d_best = budget.flops / best_shape.flops_per_token
+    b_extra, b_risks = _repetition(count_params(best_shape, kind), d_best, u["unique_tokens"]) if u else ({}, ())
+    best = _plan_at(fit, budget, best_shape, d_best, "inference-aware", alloc_intervals={},
+                    alloc_source=("{fit}; the model that spends the training budget and is lifetime-optimal "
+                                  "(training + serving FLOPs 2NT) for its own loss (Sardana et al. 2024's condition "
+                                  "at a fixed budget: planner.inference.best_within_budget)"),
+                    extra=b_extra, risks_extra=b_risks, **common)
+    # the same-loss smaller model (Sardana et al. 2024): cheaper to serve, dearer to train
+    n_same, d_same = inference_optimal(predict, N, D, T)
+    same_shape = family.for_params(n_same, kind)
+    d_same = _tokens_for(predict, count_params(same_shape, kind), optimal.loss, d_same)
+    s_extra, s_risks = _repetition(count_params(same_shape, kind), d_same, u["unique_tokens"]) if u else ({}, ())
+    same = _plan_at(fit, budget, same_shape, d_same, "same-loss", alloc_intervals={},
+                    alloc_source=("{fit}; the compute-optimal plan's loss at the smallest training + serving FLOPs "
+                                  "(Sardana et al. 2024, arXiv:2401.00448): it trains beyond the budget"),
+                    extra=s_extra, risks_extra=s_risks, **common)
+    total_opt = lifetime(optimal)
+
+    def with_serving(p: Plan) -> Plan:
+        peak = budget.peak
+        e = {"inference_tokens": T, "lifetime_flops": lifetime(p), "lifetime_flops_saved": 1 - lifetime(p) / total_opt,
+             "serving_flops_per_token": 2.0 * p.params, "extra_training_flops": p.training_flops - budget.flops,
+             "serving_speed_vs_compute_optimal": optimal.params / p.params}
+        if peak:
+            e["serving_tokens_per_second"] = peak * budget.mfu / (2.0 * p.params)
+        return replace(p, extra={**p.extra, **e})
+
+    best, same, optimal = with_serving(best), with_serving(same), with_serving(optimal)
+    return replace(best, extra={**best.extra, "compute_optimal": optimal, "same_loss": same})
 
 
 def _repetition(n: float, d: float, U: float):
@@ -587,8 +680,8 @@ def _repetition(n: float, d: float, U: float):
              "repetition_risk": risk.level, "repetition_recommendation": risk.recommendation}
     risks = ()
     if risk.level in ("medium", "high"):
-        risks = tuple(f"{'HIGH' if risk.level == 'high' else 'warning'}: repeated data: {r}"
-                      for r in risk.reasons) + (f"recommendation: {risk.recommendation}",)
+        risks = tuple(f"{'HIGH' if risk.level == 'high' else 'warning'}: repeated data: {r}; do: "
+                      f"{risk.recommendation}" for r in risk.reasons)
     return extra, risks
 
 
@@ -606,8 +699,8 @@ def make_plans(fit=None, budgets=(1e21,), **kwargs) -> list[Plan]:
     out = []
     for b in budgets:
         p = make_plan(fit, b, **kwargs)
-        if "compute_optimal" in p.extra:
-            out.append(p.extra["compute_optimal"])
-            p = replace(p, extra={k: v for k, v in p.extra.items() if k != "compute_optimal"})
-        out.append(p)
+        alternatives = [p.extra[k] for k in ("compute_optimal", "same_loss") if k in p.extra]
+        if alternatives:
+            p = replace(p, extra={k: v for k, v in p.extra.items() if k not in ("compute_optimal", "same_loss")})
+        out += [*alternatives[:1], p, *alternatives[1:]]
     return out

@@ -95,7 +95,7 @@ def _plan_rows(p):
         ("tokens per parameter", fmt(p.tokens_per_param, ".3g"), "-", "D / N"),
         ("predicted loss", fmt(p.loss), "-" if p.loss_low is None else f"{p.loss_low:.4g} - {p.loss_high:.4g}",
          p.sources.get("loss", "")),
-        ("shape", f"d_model {s.d_model}, {s.n_layers} layers, {s.n_heads} heads", "-", p.sources.get("shape", "")),
+        ("shape", f"d_model {s.d_model}, {s.n_layers} layers", "-", f"{s.describe()}; {p.sources.get('shape', '')}"),
         ("learning rate", fmt(p.lr, ".3g"), rng("lr"), p.sources.get("lr", "")),
         ("batch (tokens)", f"{p.batch_tokens:,}", rng("batch"), p.sources.get("batch", "")),
         ("steps", f"{p.steps:,}", "-", f"tokens / batch; warmup {p.warmup_steps:,} ({p.sources.get('warmup', '')})"),
@@ -105,9 +105,34 @@ def _plan_rows(p):
     ]
 
 
+def _settings_rows(p):
+    """What a trainer types in, from the plan's recipe (``planner.export.recipe``)."""
+    from .export import recipe
+
+    r = recipe(p)
+    s, sched, opt = p.shape, r["schedule"], r["optimizer"]
+    rows = [
+        ("model", f"{r['model']['architecture']}: {s.describe()}"),
+        ("parameters", f"{s.params:,} ({s.non_embedding_params:,} non-embedding)"),
+        ("optimizer", f"AdamW, betas {opt['betas'][0]}, {opt['betas'][1]}, eps {opt['eps']:g}, "
+                      f"gradient clip {opt['grad_clip']:g}"),
+    ]
+    rows += [(f"group: {g['group']}", f"lr {g['lr']:.3g}, weight decay {g['weight_decay']:.3g}, eps {g['eps']:.3g} "
+                                      f"({g['params']})") for g in opt["param_groups"]]
+    rows += [
+        ("schedule", f"WSD: warmup {sched['warmup_steps']:,} steps, stable {sched['stable_steps']:,}, linear decay "
+                     f"to 0 over {sched['decay_steps']:,} (total {sched['total_steps']:,})"),
+        ("batch", f"{p.batch_sequences:,} sequences x {s.seq_len:,} tokens = {p.batch_tokens:,} tokens"),
+        ("tokens", f"{r['tokens']:,} ({p.steps:,} steps)"),
+        ("evaluate / checkpoint", f"every {r['eval']['every_steps']:,} steps; keep the checkpoints at steps "
+                                  + ", ".join(f"{c:,}" for c in r["eval"]["checkpoint_steps"])),
+    ]
+    return rows
+
+
 def _alternatives(fit, plans, budget_flops):
     """Rows (name, N, D, loss, low, high, training FLOPs) for the plan's alternatives on one budget."""
-    from .plan import _n_kind, _nearest_shape, count_params, resolve_family
+    from .plan import _n_kind, count_params
 
     same = [p for p in plans if p.budget.flops == budget_flops]
     main = next(p for p in same if p.variant == "compute-optimal")
@@ -118,10 +143,10 @@ def _alternatives(fit, plans, budget_flops):
                      "high": p.loss_high, "flops": p.training_flops})
     if "U" in fit.law.variables or "unique_tokens" in main.extra:
         return rows
-    family = resolve_family(fit, main.shape.seq_len, main.shape.vocab_size)
+    family = main.family
     kind = _n_kind(fit)
     for factor in (0.5, 2.0):
-        shape = _nearest_shape(family, factor * main.params, kind)
+        shape = family.for_params(factor * main.params, kind)
         n = float(count_params(shape, kind))
         d = budget_flops / shape.flops_per_token
         if fit.n_bootstrap:
@@ -143,12 +168,21 @@ def build_report(plans, fit, data=None) -> Report:
                                                for p in main_plans])}
     sections = []
     hdr = ["quantity", "value", "90% interval", "source"]
-    rows = _plan_rows(head)
+    chosen = next((p for p in plans if p.variant == "inference-aware" and p.budget.flops == head.budget.flops), head)
+    rows = _plan_rows(chosen)
     title = (f"Training plan: {head.budget.flops:.3g} FLOPs" if not sweep else
              f"Training plans: {main_plans[0].budget.flops:.3g} - {main_plans[-1].budget.flops:.3g} FLOPs")
-    sections.append((f"Plan at {head.budget.flops:.3g} FLOPs ({head.variant})",
+    sections.append((f"Plan at {head.budget.flops:.3g} FLOPs ({chosen.variant})",
                      table(hdr, rows, False), table(hdr, rows, True)))
-    risks = list(dict.fromkeys(r for p in plans for r in p.risks))
+    srows = _settings_rows(chosen)
+    sh = ["setting", "value"]
+    sections.append((f"Trainer's settings ({chosen.variant} plan)", table(sh, srows, False, numeric=()),
+                     table(sh, srows, True)))
+    variants = {p.variant for p in plans}
+    shared = [r for r in head.risks if all(r in p.risks for p in plans)]  # said once, not per plan
+    risks = list(dict.fromkeys([*(("every plan: " if len(variants) > 1 else "") + r for r in shared),
+                                *(f"{p.variant}{'' if len(plans) == len(variants) else f' at {p.budget.flops:.3g}'}: {r}"
+                                  for p in plans for r in p.risks if r not in shared)]))
     rh = "<ul>" + "".join(f'<li class="risk">{html.escape(r)}</li>' for r in risks) + "</ul>" if risks else \
         "<p>No risk flags.</p>"
     sections.append(("Risk flags", rh, "\n".join(f"- {r}" for r in risks) or "No risk flags."))

@@ -1,12 +1,19 @@
-"""A concrete decoder shape for a parameter count: one dial (depth), the rest derived.
+"""A concrete decoder shape for a parameter count, built as labs build them.
 
-Llama-family block (pre-norm RMSNorm, SwiGLU MLP, rotary positions, untied embeddings):
-per layer 4 d^2 (attention q, k, v, o) + 3 d d_ff (gate, up, down) + 2 d (norms). Total
-parameters add 2 V d (input embedding and readout) and a final norm; the total is what
-Chinchilla-style fits count as N. Head size is 16 below d_model 128 and 32 below 256
-(probe-sized models), 64 below 1024 and 128 from there (as in GPT-2/3 and Llama). The aspect ratio d_model/n_layers
-follows common practice (about 64 for small models, 128 from ~10B, as in GPT-3 and Llama);
-Kaplan et al. 2020 (Sec. 3.1) find loss depends only weakly on shape at fixed N.
+Llama-family block (pre-norm RMSNorm, SwiGLU MLP, rotary positions, no biases): per layer the
+attention projections q and o (d x H d_head each) and k, v (d x G d_head each, G key/value heads:
+grouped-query attention), the MLP's gate, up and down (3 d d_ff), and two norms (2 d). Total
+parameters add the input embedding and the readout (V d each, or once when tied) and a final
+norm; the total is what Chinchilla-style fits count as N.
+
+The production family (:func:`shape_for_params`, Llama 3 / OLMo style): head size 64 below
+d_model 2048 and 128 from there, query heads a multiple of the tensor-parallel degree (8), so
+d_model is a multiple of 512 (1024 from 2048); 8 key/value heads (or as many as there are
+heads); d_ff a multiple of 128 between 2 and 4 d_model; an even depth; the vocabulary padded to a
+multiple of 128; untied embeddings. The aspect ratio d_model/n_layers follows common practice
+(about 64 for small models, 128 from ~10B, as in GPT-3 and Llama); Kaplan et al. 2020 (Sec. 3.1)
+find loss depends only weakly on shape at fixed N. Models too small for that family (below
+d_model 512 at two layers) take a small-model shape, and say so.
 """
 from __future__ import annotations
 
@@ -17,21 +24,44 @@ from functools import lru_cache
 from fits.errors import InputError
 
 __all__ = ["ModelShape", "shape_for_params", "decoder_params", "decoder_flops_per_token", "probe_d_ff",
-           "ShapeFamily", "family_shapes", "count_params"]
+           "ShapeFamily", "family_shapes", "count_params", "pad_vocab", "PRODUCTION_TP", "PRODUCTION_KV_HEADS"]
+
+PRODUCTION_TP = 8         # query heads divide into 8-way tensor parallelism
+PRODUCTION_KV_HEADS = 8   # grouped-query attention as in Llama 3 (8B to 405B)
+VOCAB_MULTIPLE = 128
 
 
-def decoder_params(d_model: int, n_layers: int, d_ff: int, vocab_size: int) -> tuple[int, int]:
-    """(non-embedding, total) parameters of the Llama-style block described above."""
+def pad_vocab(vocab_size: int, multiple: int = VOCAB_MULTIPLE) -> int:
+    """The vocabulary rounded up to a multiple of ``multiple`` (embedding tables tile evenly).
+
+    >>> pad_vocab(50257), pad_vocab(32000)
+    (50304, 32000)
+    """
+    return -(-int(vocab_size) // multiple) * multiple
+
+
+def _attn_width(d_model: int, kv_dim: int | None) -> int:
+    return 2 * d_model * d_model + 2 * d_model * (d_model if kv_dim is None else kv_dim)
+
+
+def decoder_params(d_model: int, n_layers: int, d_ff: int, vocab_size: int, kv_dim: int | None = None,
+                   tied: bool = False) -> tuple[int, int]:
+    """(non-embedding, total) parameters of the block described above; ``kv_dim`` is the key/value
+    width (kv heads x head size; d_model when every head has its own), ``tied`` shares the
+    embedding with the readout."""
     d = d_model
-    non_emb = n_layers * (4 * d * d + 3 * d * d_ff + 2 * d) + d
-    return non_emb, non_emb + 2 * vocab_size * d
+    non_emb = n_layers * (_attn_width(d, kv_dim) + 3 * d * d_ff + 2 * d) + d
+    return non_emb, non_emb + (1 if tied else 2) * vocab_size * d
 
 
-def decoder_flops_per_token(d_model: int, n_layers: int, d_ff: int, vocab_size: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (non-embedding weights + readout) + attention scores and values,
-    6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
-    non_emb, _ = decoder_params(d_model, n_layers, d_ff, vocab_size)
-    return 6.0 * (non_emb + vocab_size * d_model) + 6.0 * n_layers * seq_len * d_model
+def decoder_flops_per_token(d_model: int, n_layers: int, d_ff: int, vocab_size: int, seq_len: int,
+                            kv_dim: int | None = None) -> float:
+    """Training FLOPs per token: 6 x the matrix weights a token passes through (attention
+    projections, MLP, readout; not the embedding lookup or norm gains) + attention scores and
+    values, 6 n_layers seq_len d_model (Kaplan et al. 2020, Table 1, forward x 3)."""
+    d = d_model
+    matmul = n_layers * (_attn_width(d, kv_dim) + 3 * d * d_ff) + vocab_size * d
+    return 6.0 * matmul + 6.0 * n_layers * seq_len * d
 
 
 def probe_d_ff(width: int, ffn_ratio: float = 8 / 3) -> int:
@@ -41,6 +71,9 @@ def probe_d_ff(width: int, ffn_ratio: float = 8 / 3) -> int:
 
 @dataclass(frozen=True)
 class ModelShape:
+    """A decoder's shape. ``n_kv_heads`` 0 means one key/value head per query head;
+    ``production`` says whether it follows the production family's rules (see the module)."""
+
     d_model: int
     n_layers: int
     n_heads: int
@@ -48,32 +81,52 @@ class ModelShape:
     d_ff: int
     vocab_size: int
     seq_len: int
+    n_kv_heads: int = 0
+    tie_embeddings: bool = False
+    production: bool = False
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def _kv_dim(self) -> int:
+        return self.kv_heads * self.d_head
 
     @property
     def non_embedding_params(self) -> int:
-        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size)[0]
+        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size, self._kv_dim,
+                              self.tie_embeddings)[0]
 
     @property
     def params(self) -> int:
         """Total parameters, embeddings and readout included."""
-        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size)[1]
+        return decoder_params(self.d_model, self.n_layers, self.d_ff, self.vocab_size, self._kv_dim,
+                              self.tie_embeddings)[1]
 
     @property
     def flops_per_token(self) -> float:
-        return decoder_flops_per_token(self.d_model, self.n_layers, self.d_ff, self.vocab_size, self.seq_len)
+        return decoder_flops_per_token(self.d_model, self.n_layers, self.d_ff, self.vocab_size, self.seq_len,
+                                       self._kv_dim)
+
+    def describe(self) -> str:
+        """One line: the settings a trainer types in."""
+        kv = (f", {self.kv_heads} kv heads (grouped-query)" if self.kv_heads < self.n_heads else ", full multi-head")
+        return (f"d_model {self.d_model}, {self.n_layers} layers, {self.n_heads} heads x {self.d_head}{kv}, "
+                f"d_ff {self.d_ff} (SwiGLU), vocab {self.vocab_size}, seq {self.seq_len}, "
+                f"{'tied' if self.tie_embeddings else 'untied'} embeddings")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "params": self.params,
-                "non_embedding_params": self.non_embedding_params,
-                "flops_per_token": self.flops_per_token}
+        return {**asdict(self), "n_kv_heads": self.kv_heads, "params": self.params,
+                "non_embedding_params": self.non_embedding_params, "flops_per_token": self.flops_per_token}
 
 
 _WIDTH_FACTORS = tuple(2.0 ** (k / 4) for k in range(-12, 5))  # 1/8x .. 2x the target width
 
 
 def _round_width(d: float) -> int:
-    """Widths in multiples of 16 below 128, 32 below 256, 64 below 1024, 128 below 4096, 256 beyond."""
-    grain = 16 if d < 128 else 32 if d < 256 else 64 if d < 1024 else 128 if d < 4096 else 256
+    """Small-model widths: multiples of 16 below 128, 32 below 256, 64 beyond."""
+    grain = 16 if d < 128 else 32 if d < 256 else 64
     return max(16, int(round(d / grain)) * grain)
 
 
@@ -81,47 +134,82 @@ def _target_aspect(n: float) -> float:
     return 64.0 * 2.0 ** min(1.0, max(0.0, math.log10(n) - 9.0))
 
 
-def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
-                     tolerance: float = 0.02, kind: str = "total") -> ModelShape:
-    """The shape whose parameter count (``kind``: "total" or "non_embedding") is within
-    ``tolerance`` of ``n`` and whose aspect ratio is closest to common practice.
+def _production_widths(tp: int, kv_heads: int):
+    """(d_model, d_head) of the production family: head 64 below 2048, 128 from there; heads a
+    multiple of ``tp`` and of ``kv_heads``."""
+    step = math.lcm(tp, kv_heads)
+    for d_head, lo, hi in ((64, 1, 2047), (128, 2048, 32768)):
+        for d_model in range(d_head * step, hi + 1, d_head * step):
+            if d_model >= lo:
+                yield d_model, d_head
 
-    d_model runs over multiples of the head size; for each depth the MLP width (a multiple of 64,
-    or 16 below d_model 512, between 2 and 4 d_model, around SwiGLU's 8/3) is solved to hit ``n``.
+
+def _small_widths(aspect: float, n_layers: int):
+    for d_model in sorted({_round_width(aspect * n_layers * f) for f in _WIDTH_FACTORS}):
+        if d_model < 512:
+            yield d_model, 16 if d_model < 128 else 32 if d_model < 256 else 64
+
+
+def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
+                     tolerance: float = 0.02, kind: str = "total", tp: int = PRODUCTION_TP,
+                     kv_heads: int = PRODUCTION_KV_HEADS, tie_embeddings: bool = False) -> ModelShape:
+    """The production-family shape (see the module) whose parameter count (``kind``: "total" or
+    "non_embedding") is within ``tolerance`` of ``n`` and whose aspect ratio is closest to common
+    practice; below the family's smallest model, a small-model shape (``production`` False).
+
+    For each even depth and each production width, the MLP width (a multiple of 128 between 2 and
+    4 d_model, around SwiGLU's 8/3) is solved to hit ``n``. ``tp``: query heads are a multiple of
+    it; ``kv_heads``: key/value heads (at most the query heads; it must divide them).
 
     >>> s = shape_for_params(7e9)
-    >>> abs(s.params / 7e9 - 1) < 0.02, s.d_model % s.n_heads, s.d_head
-    (True, 0, 128)
+    >>> abs(s.params / 7e9 - 1) < 0.02, s.n_heads % 8, s.d_head, s.d_ff % 128, s.n_layers % 2, s.kv_heads
+    (True, 0, 128, 0, 0, 8)
     """
     if not (math.isfinite(n) and n > 0):
         raise InputError(f"params: must be a finite positive number; got {n!r}")
-    best, best_score = None, math.inf
+    for name, v in (("tp", tp), ("kv_heads", kv_heads), ("vocab_size", vocab_size), ("seq_len", seq_len)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"{name}: must be a positive integer; got {v!r}")
+    vocab = pad_vocab(vocab_size)
     aspect = _target_aspect(n)
-    for n_layers in range(1, 257):
-        d_center = aspect * n_layers
-        for d_model in {_round_width(d_center * f) for f in _WIDTH_FACTORS}:
-            d_head = 16 if d_model < 128 else 32 if d_model < 256 else 64 if d_model < 1024 else 128
-            if d_model % d_head:
-                continue
-            emb = 2 * vocab_size * d_model + d_model if kind != "non_embedding" else d_model
-            per_layer = (n - emb) / n_layers - 4 * d_model * d_model - 2 * d_model
-            if per_layer <= 0:
-                continue
-            grain = 16 if d_model < 512 else 64
-            d_ff = int(round(per_layer / (3 * d_model) / grain)) * grain
-            if not 2 * d_model <= d_ff <= 4 * d_model:
-                continue
-            shape = ModelShape(d_model, n_layers, d_model // d_head, d_head, d_ff, vocab_size, seq_len)
-            err = abs(count_params(shape, kind) / n - 1)
-            if err > tolerance:
-                continue
-            score = abs(math.log(d_model / n_layers / aspect)) + abs(math.log(d_ff / (8 / 3 * d_model))) + 10 * err
-            if score < best_score:
-                best, best_score = shape, score
+    emb_share = (1 if tie_embeddings else 2) * vocab if kind != "non_embedding" else 0
+
+    def search(widths_for, production: bool, depths):
+        best, best_score = None, math.inf
+        for n_layers in depths:
+            for d_model, d_head in widths_for(n_layers):
+                heads = d_model // d_head
+                kv = min(kv_heads, heads) if production else heads
+                if heads % kv:
+                    continue
+                kv_dim = kv * d_head
+                per_layer = ((n - emb_share * d_model - d_model) / n_layers - _attn_width(d_model, kv_dim)
+                             - 2 * d_model)
+                if per_layer <= 0:
+                    continue
+                grain = 128 if production else 16 if d_model < 512 else 64
+                d_ff = int(round(per_layer / (3 * d_model) / grain)) * grain
+                if not 2 * d_model <= d_ff <= 4 * d_model:
+                    continue
+                shape = ModelShape(d_model, n_layers, heads, d_head, d_ff, vocab, seq_len,
+                                   kv if kv < heads else 0, tie_embeddings, production)
+                err = abs(count_params(shape, kind) / n - 1)
+                if err > tolerance:
+                    continue
+                score = (abs(math.log(d_model / n_layers / aspect)) + abs(math.log(d_ff / (8 / 3 * d_model)))
+                         + 10 * err)
+                if score < best_score:
+                    best, best_score = shape, score
+        return best
+
+    widths = list(_production_widths(tp, kv_heads))
+    best = search(lambda _: widths, True, range(2, 257, 2))
     if best is None:
-        raise InputError(f"params: no Llama-style decoder shape with vocab {vocab_size} comes within "
+        best = search(lambda L: _small_widths(aspect, L), False, range(1, 257))
+    if best is None:
+        raise InputError(f"params: no Llama-style decoder shape with vocab {vocab} comes within "
                          f"{tolerance:.0%} of {n:.3g} {'non-embedding' if kind == 'non_embedding' else 'total'} "
-                         f"parameters (the smallest holds {2 * vocab_size * 16:.3g} in its embeddings); give the "
+                         f"parameters (the smallest holds {2 * vocab * 16:.3g} in its embeddings); give the "
                          "vocabulary your runs use (--vocab), or plan from a fit of probes, whose shape family "
                          "reaches probe sizes")
     return best
@@ -148,22 +236,35 @@ class ShapeFamily:
     depth: int = 2
     d_head: int = 16
     ffn_ratio: float = 8 / 3
+    kv_heads: int | None = None   # llama: PRODUCTION_KV_HEADS; probe: one per query head
+    tp: int = PRODUCTION_TP       # llama: query heads are a multiple of it
 
     def __post_init__(self):
         if self.kind not in ("llama", "probe"):
             raise InputError(f"family: must be 'llama' or 'probe'; got {self.kind!r}")
-        for name in ("vocab_size", "seq_len", "depth", "d_head"):
+        for name in ("vocab_size", "seq_len", "depth", "d_head", "tp") + (("kv_heads",) if self.kv_heads else ()):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"{name}: must be a positive integer; got {v!r}")
 
     def shape(self, width: int) -> ModelShape:
         """The probe-family shape of a given width."""
-        return ModelShape(width, self.depth, width // self.d_head, self.d_head, probe_d_ff(width, self.ffn_ratio),
-                          self.vocab_size, self.seq_len)
+        heads = width // self.d_head
+        kv = self.kv_heads if self.kv_heads and self.kv_heads < heads else 0
+        return ModelShape(width, self.depth, heads, self.d_head, probe_d_ff(width, self.ffn_ratio),
+                          self.vocab_size, self.seq_len, kv)
+
+    def for_params(self, n: float, kind: str) -> ModelShape:
+        """The family's shape whose parameter count (the fit's ``kind``) is nearest ``n``."""
+        if self.kind == "llama":
+            return shape_for_params(n, vocab_size=self.vocab_size, seq_len=self.seq_len, kind=kind, tp=self.tp,
+                                    kv_heads=self.kv_heads or PRODUCTION_KV_HEADS)
+        return min(family_shapes(self), key=lambda s: abs(math.log(count_params(s, kind) / n)))
 
 
 @lru_cache(maxsize=32)
 def family_shapes(family: ShapeFamily, max_width: int = 16384) -> tuple[ModelShape, ...]:
-    """Every probe-family shape from one head wide to ``max_width`` (built once per family)."""
-    return tuple(family.shape(w) for w in range(family.d_head, max_width + 1, family.d_head))
+    """Every probe-family shape from one head wide to ``max_width`` whose heads divide into its
+    key/value heads (built once per family)."""
+    kv = family.kv_heads or 1
+    return tuple(family.shape(w) for w in range(family.d_head * kv, max_width + 1, family.d_head * kv))

@@ -29,6 +29,8 @@ class ModelConfig:
     """Decoder shape and parametrization.
 
     width : d_model; depth : number of layers; d_head : fixed head size (heads = width/d_head);
+    kv_heads : key/value heads for grouped-query attention (0: one per query head; else it must
+    divide the heads), as the production family plans them (``planner.shape``);
     base_width, base_depth : muP/CompleteP reference shape (m = width/base_width,
     m_L = depth/base_depth); parametrization : "mup" or "sp" (standard, for comparison).
     """
@@ -37,6 +39,7 @@ class ModelConfig:
     depth: int = 2
     d_head: int = 16
     ffn_ratio: float = 8 / 3
+    kv_heads: int = 0
     base_width: int = 64
     base_depth: int = 2
     vocab_size: int = 257
@@ -57,12 +60,24 @@ class ModelConfig:
         if self.width % self.d_head:
             raise InputError(f"model.width: must be divisible by d_head={self.d_head} into whole heads; "
                              f"got {self.width}")
+        if not isinstance(self.kv_heads, int) or self.kv_heads < 0 or (
+                self.kv_heads and self.n_heads % self.kv_heads):
+            raise InputError(f"model.kv_heads: must be 0 (one per head) or divide the {self.n_heads} heads of width "
+                             f"{self.width}; got {self.kv_heads!r}")
         if self.parametrization not in ("mup", "sp"):
             raise InputError(f"model.parametrization: must be 'mup' or 'sp'; got {self.parametrization!r}")
 
     @property
     def n_heads(self) -> int:
         return self.width // self.d_head
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.n_heads
+
+    @property
+    def _kv_dim(self) -> int:
+        return self.n_kv_heads * self.d_head
 
     @property
     def d_ff(self) -> int:
@@ -78,16 +93,16 @@ class ModelConfig:
 
     @property
     def non_embedding_params(self) -> int:
-        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size)[0]
+        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size, self._kv_dim)[0]
 
     @property
     def params_total(self) -> int:
-        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size)[1]
+        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size, self._kv_dim)[1]
 
     @property
     def flops_per_token(self) -> float:
         """Training FLOPs per token, attention included (planner.shape.decoder_flops_per_token)."""
-        return decoder_flops_per_token(self.width, self.depth, self.d_ff, self.vocab_size, self.seq_len)
+        return decoder_flops_per_token(self.width, self.depth, self.d_ff, self.vocab_size, self.seq_len, self._kv_dim)
 
 
 @dataclass(frozen=True)

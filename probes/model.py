@@ -34,7 +34,7 @@ def hf_config(cfg: ModelConfig):
     mup = cfg.parametrization == "mup"
     return GraniteConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.depth, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        num_hidden_layers=cfg.depth, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
         max_position_embeddings=cfg.seq_len, initializer_range=cfg.init_std, rms_norm_eps=1e-6,
         tie_word_embeddings=False, use_cache=False, bos_token_id=None, eos_token_id=None,
         pad_token_id=None, attention_bias=False, mlp_bias=False,

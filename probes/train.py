@@ -269,7 +269,7 @@ class _Trainer:
             "mfu": tps * m.flops_per_token / self.peak if self.peak else float("nan"),
             "grad_noise_scale": float("nan"), "diverged": self.diverged,
             "parametrization": m.parametrization, "base_width": m.base_width, "base_depth": m.base_depth,
-            "d_head": m.d_head, "ffn_ratio": m.ffn_ratio, "eval_batches": t.eval_batches,
+            "d_head": m.d_head, "kv_heads": m.kv_heads, "ffn_ratio": m.ffn_ratio, "eval_batches": t.eval_batches,
             "unique_tokens": self.batches.unique_tokens, "epoch": tokens / self.batches.unique_tokens,
             "label_noise": d.label_noise, "weight_decay": t.weight_decay,
             "corpus": d.corpus, "tokenizer": d.tokenizer, "vocab_size": m.vocab_size,

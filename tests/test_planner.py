@@ -29,7 +29,8 @@ def test_default_preset_known_answers():
         assert p.params == pytest.approx(n, rel=0.02)
         assert p.training_flops == pytest.approx(budget, rel=1e-9)
         assert p.tokens == pytest.approx(budget / p.shape.flops_per_token, rel=1e-9)
-    assert p.loss == pytest.approx(2.3082, abs=5e-4)
+    assert p.loss == pytest.approx(float(load_preset("besiroglu2024").predict(p.params, p.tokens)), rel=1e-9)
+    assert p.loss == pytest.approx(2.308, abs=2e-3)  # the law at (2.78e9, 6.0e10)
     assert p.loss_low < p.loss < p.loss_high
     assert "calibrated" in p.loss_interval
 
@@ -97,9 +98,12 @@ def test_plan_numbers_are_consistent():
                 "model_d_model", "model_n_layers", "model_n_heads", "model_d_ff", "model_vocab_size",
                 "model_seq_len", "model_flops_per_token", "steps", "batch_tokens", "batch_sequences",
                 "lr", "warmup_steps", "schedule", "weight_decay", "gpu_hours", "cost_usd",
-                "decades_beyond_fit", "source_lr", "source_params"):
+                "decades_beyond_fit", "risk_level", "model_n_kv_heads"):
         assert key in row, key
-    assert "not fitted to your runs" in row["source_lr"]
+    assert not any(k.startswith("source") for k in row) and "risks" not in row  # words live in the JSON
+    d = p.to_dict()
+    assert "not fitted to your runs" in d["sources"]["lr"]
+    assert d["shape"]["n_kv_heads"] == p.shape.kv_heads and d["loss"]["point"] == p.loss
 
 
 def test_extrapolation_is_flagged():
@@ -109,13 +113,52 @@ def test_extrapolation_is_flagged():
     assert [r for r in make_plan(budget=1e21).risks if "the loss is the preset's" not in r] == []
 
 
-def test_inference_aware_plan_is_smaller_and_cheaper_over_lifetime():
+def test_inference_aware_plan_spends_the_budget_and_is_cheaper_over_lifetime():
     plans = make_plans(budgets=[1e21], inference_tokens=2e12)
-    opt, inf = plans
-    assert opt.variant == "compute-optimal" and inf.variant == "inference-aware"
-    assert inf.params < opt.params and inf.tokens > opt.tokens
-    assert inf.loss == pytest.approx(opt.loss, rel=1e-6)
+    opt, inf, same = plans
+    assert (opt.variant, inf.variant, same.variant) == ("compute-optimal", "inference-aware", "same-loss")
+    assert inf.training_flops == pytest.approx(1e21, rel=1e-9)  # within the training budget, exactly
+    assert inf.params < opt.params and inf.tokens > opt.tokens and inf.loss > opt.loss
     assert inf.extra["lifetime_flops"] < opt.extra["lifetime_flops"]
+    assert same.loss == pytest.approx(opt.loss, rel=1e-4) and same.params < opt.params
+    assert same.extra["extra_training_flops"] > 0  # the same-loss model trains beyond the budget, and says so
+    # more serving, a smaller model; none, the compute-optimal one
+    sizes = [make_plan(budget=1e21, inference_tokens=t, level=None).params for t in (1e9, 1e12, 1e13)]
+    assert sizes[0] == pytest.approx(opt.params, rel=0.1) and sizes[0] > sizes[1] > sizes[2]
+
+
+@pytest.mark.parametrize("log_budget", range(18, 27))
+def test_preset_plans_have_production_shapes(log_budget):
+    """Heads divide into 8-way tensor parallelism and into the 8 kv heads, d_model and d_ff are
+    multiples of 128, depth is even, and the counts are exact for that shape."""
+    from planner.shape import decoder_flops_per_token
+
+    p = make_plan(budget=10.0 ** log_budget, level=None)
+    s = p.shape
+    assert s.production and s.n_heads % 8 == 0 and s.n_heads % s.kv_heads == 0 and s.kv_heads == 8
+    assert s.d_model % 128 == 0 and s.d_ff % 128 == 0 and s.n_layers % 2 == 0 and s.vocab_size % 128 == 0
+    assert s.d_head in (64, 128) and s.n_heads * s.d_head == s.d_model
+    kv = s.kv_heads * s.d_head
+    per_layer = 2 * s.d_model ** 2 + 2 * s.d_model * kv + 3 * s.d_model * s.d_ff + 2 * s.d_model
+    assert s.params == s.n_layers * per_layer + s.d_model + 2 * s.vocab_size * s.d_model
+    assert s.flops_per_token == decoder_flops_per_token(s.d_model, s.n_layers, s.d_ff, s.vocab_size, s.seq_len, kv)
+    assert p.params == pytest.approx(float(load_preset("besiroglu2024").allocation(10.0 ** log_budget, level=None)
+                                           ["params"][0]), rel=0.02)
+
+
+def test_steps_and_lr_move_smoothly_with_the_budget():
+    plans = make_plans(budgets=[10 ** (20 + k / 4) for k in range(13)], level=None)
+    steps, lrs = [p.steps for p in plans], [p.lr for p in plans]
+    assert steps == sorted(steps) and lrs == sorted(lrs, reverse=True)
+    for p in plans:  # the rounded batch stays within ~3% of the rule, and the lr follows it by sqrt
+        assert p.batch_sequences % 2 ** max(0, int(math.log2(p.batch_sequences / 32))) == 0
+
+
+def test_kv_heads_and_tp_options():
+    p = make_plan(budget=1e22, level=None, kv_heads=4, tp=16)
+    assert p.shape.kv_heads == 4 and p.shape.n_heads % 16 == 0
+    with pytest.raises(InputError, match="kv_heads: must be a positive integer"):
+        make_plan(budget=1e22, kv_heads=0)
 
 
 def test_plan_from_a_fit_object_and_its_json(tmp_path):
