@@ -67,6 +67,7 @@ def surface_data(
     extra: dict[str, str] | None = None,
     min_points: int = 1,
     drop_diverged: bool = True,
+    check_units: bool = True,
 ) -> pd.DataFrame:
     """Validate a results table and return a tidy frame with columns N, D, C, loss (+ extras).
 
@@ -103,7 +104,8 @@ def surface_data(
     out["loss"] = _positive_column(df, loss, "loss")
     for key, col in (extra or {}).items():
         out[key] = _positive_column(df, col, key)
-    check_units(out)
+    if check_units:
+        _check_units(out)
     if len(out) < min_points:
         raise InputError(
             f"df: need at least {min_points} usable rows (one more than the parameters fitted); "
@@ -118,7 +120,7 @@ MIN_PARAMS = 1000.0
 LOSS_RANGE_NATS = (0.1, math.log(262144) + 1.0)  # uniform guessing over a 256k vocabulary, plus 1
 
 
-def check_units(frame: pd.DataFrame) -> None:
+def _check_units(frame: pd.DataFrame) -> None:
     """Fail, naming the likely mistake, when N, D or the loss are not in the units the laws take:
     parameter and token counts (not millions or billions), and a loss in nats or bits (not a
     perplexity or an accuracy)."""
@@ -136,12 +138,13 @@ def check_units(frame: pd.DataFrame) -> None:
                          f"{TOKENS_PER_PARAM[0]:g}-{TOKENS_PER_PARAM[1]:.0e}); D looks like it is in millions or billions "
                          "of tokens; give the count of tokens")
     lo, hi = LOSS_RANGE_NATS
-    if loss.min() < lo:
-        raise InputError(f"loss: the smallest loss is {loss.min():g} (plausible: {lo:g}-{hi:.3g}); it looks like an "
-                         "accuracy or a normalised score, not a cross-entropy; give the loss column")
-    if loss.max() > hi:
-        raise InputError(f"loss: the largest loss is {loss.max():g}, above log(vocabulary) + 1 = {hi:.3g} for any "
-                         "vocabulary up to 256k; it looks like a perplexity: give its log (the cross-entropy)")
+    mid = float(np.median(loss))
+    if mid < lo:
+        raise InputError(f"loss: the median loss is {mid:g} (plausible: {lo:g}-{hi:.3g}); it looks like an accuracy "
+                         "or a normalised score, not a cross-entropy; give the loss column")
+    if mid > hi:
+        raise InputError(f"loss: the median loss is {mid:g}, above log(vocabulary) + 1 = {hi:.3g} for any vocabulary "
+                         "up to 256k; it looks like a perplexity: give its log (the cross-entropy)")
 
 
 def budget_of(frame: pd.DataFrame) -> np.ndarray:

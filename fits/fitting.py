@@ -51,6 +51,7 @@ def fit_loss_surface(
     trust: bool | None = None,
     run_noise: float | None = None,
     loss_unit: str | None = None,
+    check_units: bool = True,
 ) -> LossSurfaceFit:
     """Fit a loss surface to a results table.
 
@@ -82,6 +83,9 @@ def fit_loss_surface(
     loss_unit : what the loss measures, e.g. "nats per token (my corpus, Llama 3 tokenizer)" or "bits per
         byte"; by default read from a probe export (its corpus, tokenizer and vocabulary; ``val_bpb`` is bits
         per byte), else unspecified. Plans use unit-bound priors (Kaplan's B_crit(L)) only in their own unit.
+    check_units : fail, naming the likely mistake, on a table whose N, D or loss look like the wrong
+        unit (N in millions, tokens per parameter outside 0.01-1e5, a loss like an accuracy or a
+        perplexity); False for synthetic tables outside those ranges.
     trust : run the fit's own trust checks (refit without the largest budget and score it; the
         interval width at 3x and 10x the data); default: when bootstrapping with >= 3 budgets.
 
@@ -129,7 +133,8 @@ def fit_loss_surface(
     n_free = len(law.param_names) - len(fixed)
     extra = {"U": unique_tokens} if law.variables else {}
     table = read_table(df)  # read once: the group column comes from the same table
-    frame = surface_data(table, n=n, d=d, loss=loss, flops=flops, extra=extra, min_points=n_free + 1)
+    frame = surface_data(table, n=n, d=d, loss=loss, flops=flops, extra=extra, min_points=n_free + 1,
+                         check_units=check_units)
     if frame["N"].nunique() < 2:
         raise InputError(f"n: column {n!r} holds a single model size ({frame['N'].iloc[0]:.4g}); "
                          "a surface needs at least two")
@@ -220,7 +225,8 @@ def _fit_auto(df, forms, **kw) -> LossSurfaceFit:
     if kw.get("fixed") or kw.get("free"):
         raise InputError("form: 'auto' fits every candidate freely; fixed/free need a named form")
     table = read_table(df)
-    frame = surface_data(table, n=kw["n"], d=kw["d"], loss=kw["loss"], flops=kw["flops"], min_points=6)
+    frame = surface_data(table, n=kw["n"], d=kw["d"], loss=kw["loss"], flops=kw["flops"], min_points=6,
+                         check_units=kw["check_units"])
     cmp = compare_forms(frame, forms, delta=kw["delta"], seed=kw["seed"])
     trust = kw.pop("trust")
     fit = fit_loss_surface(df, form=cmp.chosen, trust=False, **kw)

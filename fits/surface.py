@@ -367,8 +367,8 @@ class LossSurfaceFit:
 
         loss, lo, hi = self.interval(N, D, level, kind, **variables)
         N, D = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float))
-        return pd.DataFrame({"N": N.ravel(), "D": D.ravel(), "loss": loss.ravel(), "low": lo.ravel(),
-                             "high": hi.ravel(), "level": level, "kind": self.interval_kind(kind)})
+        return pd.DataFrame({"N": N.ravel(), "D": D.ravel(), "loss": np.ravel(loss), "low": np.ravel(lo),
+                             "high": np.ravel(hi), "level": level, "kind": self.interval_kind(kind)})
 
     def allocation(self, C, level: float | None = 0.9, kind: str = "prediction",
                    **variables) -> dict:

@@ -51,7 +51,9 @@ _N_WORDS = {"non_embedding": "non-embedding, as the fit counts N", "total": "tot
 
 def _card(plan, explain: bool = False) -> str:
     s, b = plan.shape, plan.budget
-    iv = (f"  [{plan.loss_low:.4f}, {plan.loss_high:.4f}] {plan.loss_interval}"
+    label = plan.loss_interval if explain else (plan.loss_interval.split(",")[0]
+                                                + (" (calibrated)" if "calibrated on" in plan.loss_interval else ""))
+    iv = (f"  [{plan.loss_low:.4f}, {plan.loss_high:.4f}] {label}"
           if plan.loss_low is not None else f"  ({plan.loss_interval})")
     tf = plan.training_flops
     spend = (f"  training FLOPs      {tf:.4g} = {tf / b.flops:.2f}x the budget"
@@ -120,7 +122,7 @@ def _card(plan, explain: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _short(text: str, width: int = 96) -> str:
+def _short(text: str, width: int = 84) -> str:
     head = text.split("; ")[0]
     return head if len(head) <= width else head[: width - 1].rstrip() + "…"
 

@@ -205,9 +205,9 @@ def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: f
                    "and D are counts of parameters and tokens (not millions or billions)")
     preset = fit.provenance.get("preset", {})
     if preset:
-        out.append(f"note: the loss is the preset's ({fit.loss_unit}): a loss on your data and tokenizer will "
-                   "differ, by more than this interval; N, D and the hyperparameters transfer, the loss level does "
-                   "not (fit your own runs for a loss you can check)")
+        out.append(f"note: the loss is the preset's ({fit.loss_unit}); on your data and tokenizer it will differ by "
+                   "more than this interval (N, D and the hyperparameters transfer); do: fit your own runs for a loss "
+                   "you can check")
     return out
 
 
@@ -410,7 +410,9 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
     seqs, batch_tokens = rules.round_batch(batch, shape.seq_len)
     if hparams != "probes":  # the lr moves with the rounded batch (a few percent), so both move smoothly
         lr = rules.lr_for_rounded_batch(lr, batch, batch_tokens)
-        lr_src += f"; x sqrt(rounded / rule batch) = {math.sqrt(batch_tokens / batch):.3f} (Adam's square-root rule)"
+        factor = math.sqrt(batch_tokens / batch)
+        hp_iv = {k: v * factor if k.startswith("lr") else v for k, v in hp_iv.items()}
+        lr_src += f"; x sqrt(rounded / rule batch) = {factor:.3f} (Adam's square-root rule)"
     steps = max(1, math.ceil(tokens / batch_tokens))
     uses_u = "U" in fit.law.variables and extra and "unique_tokens" in extra
     u = {"unique_tokens": extra["unique_tokens"]} if uses_u else {}

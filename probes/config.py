@@ -226,5 +226,7 @@ class ProbeConfig:
         d = self.to_dict()
         for k in ("device", "compile", "checkpoint_every", "save_model", "threads", "peak_tflops"):
             d["train"].pop(k)
+        if not d["model"]["kv_heads"]:  # added later: a default value keeps the runs' existing keys
+            d["model"].pop("kv_heads")
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -66,7 +66,7 @@ def test_beta_n_with_a_vanishing_data_exponent_is_flagged():
                                               "tokens": np.tile([1e9, 1e10, 1e11], 4),
                                               "loss": get_form("beta_n")(np.repeat([1e8, 3e8, 1e9, 3e9], 3),
                                                                          np.tile([1e9, 1e10, 1e11], 4), p)}),
-                                form="beta_n", fixed={"kappa": -0.1}).diagnostics)
+                                form="beta_n", fixed={"kappa": -0.1}, check_units=False).diagnostics)  # synthetic
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,6 +1,7 @@
 """The planner: known answers, invariants, the `plan` command and its bad-input handling."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -289,3 +290,90 @@ def test_the_preset_plan_path_imports_neither_pandas_nor_scipy():
             "print(sorted(m for m in ('pandas', 'scipy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+# --- output a person (or a program) reads -------------------------------------------------------
+
+def test_json_output_validates_against_the_schema(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "planner" / "plan.schema.json").read_text())
+    res = run("--budget", "1e21", "--json", "--inference-tokens", "1e12", "--gpu", "h100")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    jsonschema.validate(doc, schema)
+    assert [p["variant"] for p in doc["plans"]] == ["compute-optimal", "inference-aware", "same-loss"]
+    out = tmp_path / "p.json"
+    assert run("--budget", "1e19:1e21:3", "--out", out, "-q").exit_code == 0
+    jsonschema.validate(json.loads(out.read_text()), schema)
+
+
+def test_out_writes_what_its_suffix_says_and_quiet_is_quiet(tmp_path):
+    res = run("--budget", "1e21", "--out", tmp_path / "p.txt")
+    assert res.exit_code == 2 and "--out: writes .csv or .json" in res.output and not (tmp_path / "p.txt").exists()
+    res = run("--budget", "1e21", "--out", tmp_path / "p.csv", "--quiet")
+    assert res.exit_code == 0 and res.output == ""
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert len(df) == 1 and not any(c.startswith("source") for c in df.columns) and len(df.columns) < 60
+
+
+def test_card_sources_short_unless_explained():
+    short, full = run("--budget", "1e21").output, run("--budget", "1e21", "--explain").output
+    assert "--explain for each in full" in short and "benchmarks/results/hparam_warmup.json" in full
+    assert "hparam_warmup.json" not in short and max(map(len, short.splitlines())) < max(map(len, full.splitlines()))
+
+
+def test_risks_are_ordered_by_severity_and_say_what_to_do():
+    from planner.plan import SEVERITIES, risk_severity
+
+    p = make_plan(budget=1e25)
+    ranks = [SEVERITIES.index(risk_severity(r)) for r in p.risks]
+    assert ranks == sorted(ranks) and p.risk_level == "HIGH"
+    assert all("do:" in r or "fit your own runs" in r for r in p.risks)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "2000"], "--unit gpu-hours"),
+    (["--budget", "5e6"], "FLOPs is too small to train any model"),
+])
+def test_a_budget_that_looks_like_hours_or_dollars(args, message):
+    res = run(*args)
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t.assign(params=t["params"] / 1e9), "N looks like it is in millions or billions"),
+    (lambda t: t.assign(params=t["params"] / 1e6), "N looks like it is in thousands or millions"),
+    (lambda t: t.assign(tokens=t["tokens"] / 1e9), "D looks like it is in millions or billions"),
+    (lambda t: t.assign(loss=np.exp(t["loss"])), "it looks like a perplexity"),
+    (lambda t: t.assign(loss=t["loss"] / 100), "looks like an accuracy"),
+])
+def test_wrong_units_are_named(tmp_path, mutate, message):
+    table = mutate(isoflop_sweep(BESIROGLU, noise=0.003))
+    with pytest.raises(InputError, match=message):
+        fit_loss_surface(table)
+    csv = tmp_path / "runs.csv"
+    table.to_csv(csv, index=False)
+    res = run("--budget", "1e21", "--results", csv)
+    assert res.exit_code == 2 and message.split()[0] in res.output and "Traceback" not in res.output
+
+
+def test_a_nan_row_is_named_by_its_row():
+    table = isoflop_sweep(BESIROGLU, noise=0.003)
+    table.loc[4, "loss"] = float("nan")
+    with pytest.raises(InputError, match=r"first at data row 5 \(line 6 of a CSV with a header; value nan\)"):
+        fit_loss_surface(table)
+
+
+def test_cli_and_api_agree():
+    from fits.cli import main as fit_cli
+
+    help_text = CliRunner().invoke(fit_cli, ["--help"]).output
+    assert "fit hparams" in help_text and "--n-kind" in help_text and "--loss-unit" in help_text
+    with pytest.raises(InputError, match="'auto'"):
+        fit_loss_surface(isoflop_sweep(BESIROGLU), form="nope")
+    fit = load_preset("besiroglu2024")
+    assert isinstance(fit.predict(1e9, 2e10), float) and fit.predict(np.array([1e9]), np.array([2e10])).shape == (1,)
+    assert all(isinstance(v, float) for v in fit.interval(1e9, 2e10))
