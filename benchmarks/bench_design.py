@@ -150,7 +150,7 @@ def replay(path, label, fracs=(0.05, 0.1, 0.2), seeds=20, design_seeds=3):
 
     def score(idx, design, frac, seed):
         try:
-            fit = fit_loss_surface(observe(idx))
+            fit = fit_loss_surface(observe(idx), bootstrap=0)
         except ValueError:
             return
         err = np.abs(fit.predict(held["N"], held["D"]) / held["loss"] - 1)

@@ -50,8 +50,8 @@ def _small_tables(seed: int) -> dict:
         L = (1.2 + 60 / N**0.4 + 500 / D**0.35) * np.exp(rng.normal(0, 0.01, n))
         tables[f"synthetic_{n}_rows"] = dict(df=pd.DataFrame({"params": N, "tokens": D, "loss": L}))
     for name, kw in tables.items():
-        fit_loss_surface(**kw)
-        fits = [_timed(lambda: fit_loss_surface(**kw))[1] for _ in range(5)]
+        fit_loss_surface(**kw, bootstrap=0)
+        fits = [_timed(lambda: fit_loss_surface(**kw, bootstrap=0))[1] for _ in range(5)]
         boot, t_boot = _timed(lambda: fit_loss_surface(**kw, bootstrap=1000, seed=seed, calibrate=False, trust=False))
         _, t_all = _timed(lambda: fit_loss_surface(**kw, bootstrap=1000, seed=seed))
         out[name] = {"fit_median_s": statistics.median(fits), "status": boot.status,
@@ -64,11 +64,11 @@ def main(n_reference_starts: int = 40, seed: int = 0):
     df = pd.read_csv(CSV).sort_values("loss").iloc[:-5]
     t = pd.DataFrame({"params": df["Model Size"], "tokens": df["Training FLOP"] / (6 * df["Model Size"]),
                       "loss": df["loss"]})
-    fit_loss_surface(t)  # warm caches and imports
+    fit_loss_surface(t, bootstrap=0)  # warm caches and imports
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
-        fit = fit_loss_surface(t)
+        fit = fit_loss_surface(t, bootstrap=0)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     boot = fit_loss_surface(t, bootstrap=1000, seed=seed, calibrate=False, trust=False)

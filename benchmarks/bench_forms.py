@@ -83,7 +83,7 @@ def main():
     fit_loss_surface(full, form="auto", bootstrap=200)
     t_auto = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit_loss_surface(full, form="farseer")
+    fit_loss_surface(full, form="farseer", bootstrap=0)
     t_one = time.perf_counter() - t0
     auto = df[df["form"] == "auto"].dropna(subset=["mean_abs_rel_error"])
     ch = df[df["form"] == "chinchilla"].set_index(["data", "split"])["mean_abs_rel_error"]

@@ -29,7 +29,7 @@ OUT = ROOT / "benchmarks" / "results"
 
 
 def bend(table: pd.DataFrame) -> tuple[dict, object]:
-    fit = fit_loss_surface(table, n="N", d="D", loss="loss")
+    fit = fit_loss_surface(table, n="N", d="D", loss="loss", bootstrap=0)
     r = np.log(table["loss"] / fit.predict(table["N"], table["D"]))
     return {"rows": len(table), **residual_interaction(table["N"], table["D"], r),
             "residual_sd": float(r.std()),
@@ -44,8 +44,8 @@ def held_out(table: pd.DataFrame) -> list[dict]:
     for split, train, test in (("compute", C < C.max() / 10, C >= C.max() / 3),
                                ("size", table["N"] < table["N"].max() / 3, table["N"] >= table["N"].max() / 2),
                                ("tokens", table["D"] < table["D"].max() / 3, table["D"] >= table["D"].max() / 2)):
-        fit = fit_loss_surface(table[train], n="N", d="D", loss="loss")
-        bn = fit_loss_surface(table[train], n="N", d="D", loss="loss", form="beta_n")
+        fit = fit_loss_surface(table[train], n="N", d="D", loss="loss", bootstrap=0)
+        bn = fit_loss_surface(table[train], n="N", d="D", loss="loss", form="beta_n", bootstrap=0)
         b, t = fit.options["nd_interaction"], table[test]
         pred = fit.predict(t["N"], t["D"])
         bent = fit.bend_at(t["N"], t["D"], only_warned=False)
@@ -86,7 +86,7 @@ def main():
         out["farseer"] = {**bend(f)[0], "held_out": held_out(f)}
     cpu = cpu_table()
     out["cpu_probes"], fit = bend(cpu)
-    bn = fit_loss_surface(cpu, n="N", d="D", loss="loss", form="beta_n")
+    bn = fit_loss_surface(cpu, n="N", d="D", loss="loss", form="beta_n", bootstrap=0)
     val = OUT / "validation.csv"
     if val.is_file():
         v = pd.read_csv(val)

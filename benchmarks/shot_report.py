@@ -25,7 +25,7 @@ def main():
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", "--window-size=1280,2700",
+                        f"--user-data-dir={profile}", "--window-size=1280,3600",
                         f"--screenshot={OUT / 'report_plan_1e21.png'}", page.as_uri()],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"wrote {page} and {OUT / 'report_plan_1e21.png'}")

@@ -383,7 +383,7 @@ def simulate_design(prior, runs: pd.DataFrame, target: float, n_sims: int = 32, 
         row = {"sim": s, "error": np.nan, "status": "failed"}
         try:
             f = fit_loss_surface(pd.DataFrame({"N": N, "D": D, "L": np.exp(y)}), n="N", d="D", loss="L",
-                                 form=law, group=None, trust=False)
+                                 form=law, group=None, trust=False, bootstrap=0)
             n_fit, d_fit = _optimum(law, target, f.params)
             if criterion == "n_opt":
                 err = math.log(n_fit / opt[0])

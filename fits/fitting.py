@@ -39,7 +39,7 @@ def fit_loss_surface(
     form: str | Form = "chinchilla",
     flops: str | None = None,
     unique_tokens: str | None = None,
-    bootstrap: int = 0,
+    bootstrap: int = 200,
     seed: int = 0,
     group: str | None = "auto",
     fixed: dict | None = None,
@@ -62,7 +62,7 @@ def fit_loss_surface(
         absent) and ``flops`` given, D = C / (6 N).
     form : a registered form name ("chinchilla", "kaplan", "data_constrained") or a Form.
     unique_tokens : column of unique tokens U (data-constrained form).
-    bootstrap : number of bootstrap refits (0 for none). Whole groups of rows are resampled
+    bootstrap : number of bootstrap refits (0 for none; 200 by default, as on the command line). Whole groups of rows are resampled
         with replacement: ``group="auto"`` (default) takes the ``run_id`` column when the table
         has one (rows of one probe run share its stable phase and seed, so they are not
         independent), else single rows; a column name groups by that column; None, single rows.
@@ -98,7 +98,8 @@ def fit_loss_surface(
     >>> import numpy as np, pandas as pd
     >>> N, D = np.meshgrid(np.logspace(7, 9, 5), np.logspace(9, 11, 5))
     >>> L = 1.8 + 480 / N**0.35 + 2000 / D**0.37
-    >>> fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L.ravel()}))
+    >>> fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L.ravel()}),
+    ...                        bootstrap=0)
     >>> round(fit.params["alpha"], 3), round(fit.params["E"], 3)
     (0.35, 1.8)
     """

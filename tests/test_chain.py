@@ -68,7 +68,7 @@ def test_fit_reaches_the_multistart_optimum_on_hundreds_of_small_noisy_tables():
     worse = []
     for i in range(200):
         table = _synthetic_table(rng)
-        fit = fit_loss_surface(table, check_units=False)  # synthetic: N, D and loss over any range
+        fit = fit_loss_surface(table, check_units=False, bootstrap=0)  # synthetic: N, D and loss over any range
         data = FitData.from_frame(surface_data(table, check_units=False))
         ours = objective(law, law.to_theta(fit.params), data, delta)
         assert ours == pytest.approx(fit.objective, rel=1e-12)
@@ -86,7 +86,7 @@ def test_fit_of_the_small_reference_table_is_not_the_start_node():
                       "tokens": [1.02e5] * 4 + [4.10e5] * 4 + [1.64e6] * 4,
                       "loss": [2.959, 2.956, 2.955, 2.957, 2.196, 2.228, 2.238, 2.244,
                                1.894, 1.703, 1.568, 1.527]})
-    fit = fit_loss_surface(t)
+    fit = fit_loss_surface(t, bootstrap=0)
     data = FitData.from_frame(surface_data(t))
     ref = _reference_objective(get_form("chinchilla"), data, 1e-3, np.random.default_rng(0), starts=40)
     assert fit.objective <= ref * (1 + 1e-6)
@@ -98,7 +98,7 @@ def test_status_names_a_parameter_on_its_bound_and_the_report_leads_with_it():
     N, D = np.meshgrid(np.logspace(5, 6, 3), np.logspace(6, 7, 3))
     t = pd.DataFrame({"params": N.ravel(), "tokens": D.ravel()})
     t["loss"] = 50 / t.params**0.3 + 80 / t.tokens**0.3
-    fit = fit_loss_surface(t)
+    fit = fit_loss_surface(t, bootstrap=0)
     assert fit.status in ("at_bound", "not_identified")
     assert fit.report().startswith("WARNINGS")
     assert "fit status" in fit.report().splitlines()[1]
@@ -110,7 +110,7 @@ def test_status_round_trips_and_old_files_load(tmp_path):
     N, D = np.meshgrid(np.logspace(6, 8, 4), np.logspace(8, 10, 4))
     t = pd.DataFrame({"params": N.ravel(), "tokens": D.ravel()})
     t["loss"] = 1.7 + 400 / t.params**0.34 + 400 / t.tokens**0.28
-    fit = fit_loss_surface(t)
+    fit = fit_loss_surface(t, bootstrap=0)
     assert fit.status == "converged"
     d = fit.to_dict()
     assert load_fit(fit.to_json(tmp_path / "f.json")).status == "converged"

@@ -66,7 +66,7 @@ def test_beta_n_with_a_vanishing_data_exponent_is_flagged():
                                               "tokens": np.tile([1e9, 1e10, 1e11], 4),
                                               "loss": get_form("beta_n")(np.repeat([1e8, 3e8, 1e9, 3e9], 3),
                                                                          np.tile([1e9, 1e10, 1e11], 4), p)}),
-                                form="beta_n", fixed={"kappa": -0.1}, check_units=False).diagnostics)  # synthetic
+                                form="beta_n", fixed={"kappa": -0.1}, check_units=False, bootstrap=0).diagnostics)  # synthetic
 
 
 @settings(max_examples=40, deadline=None)
@@ -109,7 +109,7 @@ def test_a_binding_bound_is_reported_as_the_data_pushing_beyond_it():
     N, D = np.meshgrid(np.logspace(7, 9.5, 6), np.logspace(9, 11.5, 6))
     p = dict(E=1.8, A=480.0, B=2000.0, alpha=0.35, beta=0.9, kappa=-0.45)
     L = get_form("beta_n")(N.ravel(), D.ravel(), p)
-    fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L}), form="beta_n")
+    fit = fit_loss_surface(pd.DataFrame({"params": N.ravel(), "tokens": D.ravel(), "loss": L}), form="beta_n", bootstrap=0)
     assert fit.params["kappa"] == pytest.approx(-0.3)
     msg = next(d for d in fit.diagnostics if d.startswith("at_bound: kappa"))
     assert "the data push beyond it" in msg and "N_opt" in msg and "do not pin" not in msg
@@ -198,10 +198,10 @@ def test_a_preset_plan_says_its_loss_is_the_presets():
 
 
 def test_fit_records_its_loss_unit(sweep):
-    assert fit_loss_surface(sweep).loss_unit == "an unspecified unit"
-    assert fit_loss_surface(sweep, loss_unit="bits per byte").loss_unit == "bits per byte"
+    assert fit_loss_surface(sweep, bootstrap=0).loss_unit == "an unspecified unit"
+    assert fit_loss_surface(sweep, loss_unit="bits per byte", bootstrap=0).loss_unit == "bits per byte"
     ref = pd.read_csv(ROOT / "data" / "reference" / "probes_default_cpu.csv")
-    fit = fit_loss_surface(ref, n="params", d="tokens", loss="val_loss")
+    fit = fit_loss_surface(ref, n="params", d="tokens", loss="val_loss", bootstrap=0)
     assert fit.loss_unit.startswith("nats per token (") and "vocab" in fit.loss_unit
 
 

@@ -30,8 +30,8 @@ def test_reproduces_besiroglu_refit(chinchilla_points):
 
 
 def test_flop_side_input_matches_token_side(chinchilla_points):
-    a = fit_loss_surface(chinchilla_points, n="params", d="tokens")
-    b = fit_loss_surface(chinchilla_points.drop(columns="tokens"), n="params", d=None, flops="flops")
+    a = fit_loss_surface(chinchilla_points, n="params", d="tokens", bootstrap=0)
+    b = fit_loss_surface(chinchilla_points.drop(columns="tokens"), n="params", d=None, flops="flops", bootstrap=0)
     for k in a.params:
         assert a.params[k] == pytest.approx(b.params[k], rel=1e-6)
 
@@ -48,7 +48,7 @@ def test_allocation_known_answers():
 # --- recovery -------------------------------------------------------------------------------
 
 def test_exact_recovery_without_noise():
-    fit = fit_loss_surface(isoflop_sweep(BESIROGLU))
+    fit = fit_loss_surface(isoflop_sweep(BESIROGLU), bootstrap=0)
     for k, v in BESIROGLU.items():
         assert fit.params[k] == pytest.approx(v, rel=1e-4), k
 
@@ -58,7 +58,7 @@ def test_kaplan_form_recovers_its_parameters():
     N, D = np.meshgrid(np.logspace(6, 9, 6), np.logspace(8, 11, 6))
     df = pd.DataFrame({"params": N.ravel(), "tokens": D.ravel()})
     df["loss"] = kaplan(df.params, df.tokens, **truth)
-    fit = fit_loss_surface(df, form="kaplan")
+    fit = fit_loss_surface(df, form="kaplan", bootstrap=0)
     assert fit.params["alpha_N"] == pytest.approx(0.076, rel=0.01)
     assert fit.params["alpha_D"] == pytest.approx(0.095, rel=0.01)
     np.testing.assert_allclose(fit.predict(df.params, df.tokens), df.loss, rtol=1e-4)
@@ -179,7 +179,7 @@ def test_plot(sweep):
 def test_warns_when_model_sizes_span_less_than_a_decade():
     df = isoflop_sweep(BESIROGLU)
     narrow = df[(df.params > df.params.min() * 1.0) & (df.params < df.params.min() * 8)]
-    fit = fit_loss_surface(narrow)
+    fit = fit_loss_surface(narrow, bootstrap=0)
     assert any("spans only" in w and "model size" in w for w in fit.diagnostics)
 
 
@@ -199,24 +199,24 @@ def test_warns_of_an_n_by_d_bend_the_form_lacks_and_the_plan_carries_it(tmp_path
     df = isoflop_sweep(BESIROGLU, noise=0.002, seed=1)
     n, d = np.log10(df.params), np.log10(df.tokens)
     bent = df.assign(loss=df.loss * np.exp(-0.05 * (n - n.mean()) * (d - d.mean())))
-    fit = fit_loss_surface(bent)
+    fit = fit_loss_surface(bent, bootstrap=0)
     warn = [w for w in fit.diagnostics if w.startswith("nd_interaction")]
     assert warn and "below" in warn[0]
     assert fit.options["nd_interaction"]["gamma"] < -0.02
-    assert not any(w.startswith("nd_interaction") for w in fit_loss_surface(df).diagnostics)  # the form exact
+    assert not any(w.startswith("nd_interaction") for w in fit_loss_surface(df, bootstrap=0).diagnostics)  # the form exact
     # beyond the data in both N and D, the bend lowers the plan's loss, and the plan says by how much
     from planner import make_plan
 
     plan = make_plan(fit, 1e21)
     assert plan.extra["loss_bent"] < plan.loss
     assert any("N x D bend puts the loss" in r for r in plan.risks)
-    assert "loss_bent" not in make_plan(fit_loss_surface(df), 1e21).extra
+    assert "loss_bent" not in make_plan(fit_loss_surface(df, bootstrap=0), 1e21).extra
     fit.to_json(tmp_path / "bent.json")  # the bend travels with the fit
     assert load_fit(tmp_path / "bent.json").bend_at(1e11, 1e13) == pytest.approx(fit.bend_at(1e11, 1e13))
 
 
 def test_fixed_parameter_is_held(sweep):
-    fit = fit_loss_surface(sweep, fixed={"E": 1.9})
+    fit = fit_loss_surface(sweep, fixed={"E": 1.9}, bootstrap=0)
     assert fit.params["E"] == pytest.approx(1.9)
     assert "E" in fit.fixed
 
@@ -233,16 +233,16 @@ def test_fixed_parameter_is_held(sweep):
 ])
 def test_bad_tables_name_the_problem(sweep, mutate, match):
     with pytest.raises(InputError, match=match):
-        fit_loss_surface(mutate(sweep))
+        fit_loss_surface(mutate(sweep), bootstrap=0)
 
 
 def test_bad_arguments(sweep, tmp_path):
     with pytest.raises(InputError, match="form: must be one of"):
-        fit_loss_surface(sweep, form="nope")
+        fit_loss_surface(sweep, form="nope", bootstrap=0)
     with pytest.raises(InputError, match="bootstrap: must be a non-negative integer"):
         fit_loss_surface(sweep, bootstrap=-1)
     with pytest.raises(InputError, match="no file at"):
-        fit_loss_surface(tmp_path / "missing.csv")
+        fit_loss_surface(tmp_path / "missing.csv", bootstrap=0)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
@@ -250,6 +250,6 @@ def test_bad_arguments(sweep, tmp_path):
     bad.write_text(json.dumps({"schema": "something-else"}))
     with pytest.raises(InputError, match="not a loss-surface fit"):
         load_fit(bad)
-    fit = fit_loss_surface(sweep)
+    fit = fit_loss_surface(sweep, bootstrap=0)
     with pytest.raises(InputError, match="level"):
         fit.ci(1.5)

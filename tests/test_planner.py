@@ -353,7 +353,7 @@ def test_a_budget_that_looks_like_hours_or_dollars(args, message):
 def test_wrong_units_are_named(tmp_path, mutate, message):
     table = mutate(isoflop_sweep(BESIROGLU, noise=0.003))
     with pytest.raises(InputError, match=message):
-        fit_loss_surface(table)
+        fit_loss_surface(table, bootstrap=0)
     csv = tmp_path / "runs.csv"
     table.to_csv(csv, index=False)
     res = run("--budget", "1e21", "--results", csv)
@@ -364,7 +364,7 @@ def test_a_nan_row_is_named_by_its_row():
     table = isoflop_sweep(BESIROGLU, noise=0.003)
     table.loc[4, "loss"] = float("nan")
     with pytest.raises(InputError, match=r"first at data row 5 \(line 6 of a CSV with a header; value nan\)"):
-        fit_loss_surface(table)
+        fit_loss_surface(table, bootstrap=0)
 
 
 def test_cli_and_api_agree():
@@ -373,7 +373,7 @@ def test_cli_and_api_agree():
     help_text = CliRunner().invoke(fit_cli, ["--help"]).output
     assert "fit hparams" in help_text and "--n-kind" in help_text and "--loss-unit" in help_text
     with pytest.raises(InputError, match="'auto'"):
-        fit_loss_surface(isoflop_sweep(BESIROGLU), form="nope")
+        fit_loss_surface(isoflop_sweep(BESIROGLU), form="nope", bootstrap=0)
     fit = load_preset("besiroglu2024")
     assert isinstance(fit.predict(1e9, 2e10), float) and fit.predict(np.array([1e9]), np.array([2e10])).shape == (1,)
     assert all(isinstance(v, float) for v in fit.interval(1e9, 2e10))

@@ -67,7 +67,7 @@ def test_data_constrained_fit_recovers_exponents():
             for u in (1e9, 1e10, 1e11):
                 rows.append((n, d, u, float(data_constrained(n, d, u, **MUENNIGHOFF))))
     df = pd.DataFrame(rows, columns=["params", "tokens", "U", "loss"])
-    fit = fit_loss_surface(df, form="data_constrained", unique_tokens="U")
+    fit = fit_loss_surface(df, form="data_constrained", unique_tokens="U", bootstrap=0)
     assert fit.params["alpha"] == pytest.approx(0.3527, rel=0.02)
     assert fit.params["beta"] == pytest.approx(0.3527, rel=0.02)
     assert fit.params["R_D_star"] == pytest.approx(15.387756)  # held at the published value
@@ -76,7 +76,7 @@ def test_data_constrained_fit_recovers_exponents():
     scarce = fit.optimal_allocation(1e21, level=None, unique_tokens=1e10)
     assert scarce["loss"].iloc[0] > free["loss"].iloc[0]
     with pytest.raises(InputError, match="unique_tokens"):
-        fit_loss_surface(df, form="data_constrained")
+        fit_loss_surface(df, form="data_constrained", bootstrap=0)
 
 
 def test_planner_unique_tokens(tmp_path):
