@@ -167,6 +167,8 @@ _TABLE = (("budget_flops", "budget", ".3g"), ("params", "N", ".3g"), ("tokens", 
 
 def _table(rows) -> str:
     cols = [(k, h, f) for k, h, f in _TABLE if any(r.get(k) is not None for r in rows)]
+    if len({r["variant"] for r in rows}) > 1:
+        cols.insert(1, ("variant", "plan", "s"))
     cells = [[h for _, h, _ in cols]] + [
         ["-" if r.get(k) is None else format(r[k], f) for k, _, f in cols] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]

@@ -185,7 +185,8 @@ def _beyond(value: float, lo: float, hi: float) -> float:
     return max(0.0, math.log10(value / hi), math.log10(lo / value))
 
 
-def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: float) -> list[str]:
+def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: float,
+           overtrained: bool = False) -> list[str]:
     out = []
     r = fit.data_range
     if decades > 0:
@@ -196,11 +197,11 @@ def _risks(fit, decades: float, steps: int, tpp: float, params: float, tokens: f
         dec = _beyond(v, lo, hi)
         if dec > 0:
             out.append(f"{_severity(dec)}: {what} = {v:.3g} lies {dec:.1f} decades outside the fitted "
-                       f"{what} range {lo:.3g}..{hi:.3g}; do: add runs at larger {what}")
+                       f"{what} range {lo:.3g}..{hi:.3g}; do: add runs at {'larger' if v > hi else 'smaller'} {what}")
     if steps < MIN_STEPS:
         out.append(f"warning: only {steps} optimizer steps (< {MIN_STEPS}); the lr/batch rules assume longer runs; "
                    "do: halve the batch (and scale the lr by 0.7) until the run has 1000 steps")
-    if not 5 <= tpp <= 500:
+    if not 5 <= tpp <= 500 and not (overtrained and tpp > 500):  # a serving plan overtrains by design
         out.append(f"warning: {tpp:.3g} tokens per parameter is far from the usual 10-100; do: check that the fit's N "
                    "and D are counts of parameters and tokens (not millions or billions)")
     preset = fit.provenance.get("preset", {})
@@ -452,7 +453,8 @@ def _plan_at(fit, budget: Budget, shape: ModelShape, tokens: float, variant: str
         warmup, warmup_src = rules.warmup_steps(steps), rules.WARMUP
     # what limits trust in the law comes first, then whether the budget holds, then the rest
     trust = [f"fit: {w}" for w in fit.warnings]
-    risks = trust + list(risks_extra) + _risks(fit, decades, steps, tokens / params, params, tokens)
+    risks = trust + list(risks_extra) + _risks(fit, decades, steps, tokens / params, params, tokens,
+                                               overtrained=variant != "compute-optimal")
     tau = rules.adamw_timescale(lr, wd, steps) if wd > 0 else math.inf
     if wd > 0 and not TIMESCALE_RANGE[0] <= tau <= TIMESCALE_RANGE[1]:
         risks.append(f"warning: the AdamW timescale 1/(lr x wd) is {tau:.2g} of the run (sensible: "

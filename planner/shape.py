@@ -138,7 +138,7 @@ def _production_widths(tp: int, kv_heads: int):
     """(d_model, d_head) of the production family: head 64 below 2048, 128 from there; heads a
     multiple of ``tp`` and of ``kv_heads``."""
     step = math.lcm(tp, kv_heads)
-    for d_head, lo, hi in ((64, 1, 2047), (128, 2048, 32768)):
+    for d_head, lo, hi in ((64, 1, 2047), (128, 2048, 131072)):
         for d_model in range(d_head * step, hi + 1, d_head * step):
             if d_model >= lo:
                 yield d_model, d_head
@@ -203,7 +203,8 @@ def shape_for_params(n: float, vocab_size: int = 32000, seq_len: int = 2048,
         return best
 
     widths = list(_production_widths(tp, kv_heads))
-    best = search(lambda _: widths, True, range(2, 257, 2))
+    near = lambda L: [(d, h) for d, h in widths if aspect * L / 8 <= d <= aspect * L * 2]  # as _WIDTH_FACTORS
+    best = search(near, True, range(2, 513, 2))
     if best is None:
         best = search(lambda L: _small_widths(aspect, L), False, range(1, 257))
     if best is None:

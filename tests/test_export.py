@@ -153,3 +153,21 @@ def test_probes_train_the_family_with_grouped_query_attention(kv_heads):
     assert model.config.num_key_value_heads == (kv_heads or cfg.n_heads)
     with pytest.raises(InputError, match="model.kv_heads: must be 0"):
         ModelConfig(width=64, d_head=16, kv_heads=3)
+
+
+@pytest.mark.parametrize("log_budget", [18, 20, 22, 24, 26])
+def test_preset_plan_counts_are_exact_on_a_meta_build(log_budget):
+    """From 1e18 to 1e26 FLOPs: the Llama model built from the plan's config holds exactly the
+    parameters the plan counts, and 6 x its matrices + attention is the plan's FLOPs per token."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from planner.export import hf_config
+
+    plan = make_plan(budget=10.0 ** log_budget, level=None)
+    cfg = {k: v for k, v in hf_config(plan).items() if k not in ("architectures", "model_type")}
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+    assert sum(p.numel() for p in model.parameters()) == plan.shape.params
+    s = plan.shape
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert 6 * matmul + 6 * s.n_layers * s.seq_len * s.d_model == s.flops_per_token
