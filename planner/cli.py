@@ -396,7 +396,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     if emit_config:
         from .export import write_config_dir
 
-        chosen = plans[-1]  # the plan the card recommends
+        chosen = next((p for p in plans if p.variant == "inference-aware"), plans[0])  # the plan the card shows
         writes.append(("--emit-config", emit_config, lambda: write_config_dir(chosen, emit_config)))
     if out:
         if Path(out).suffix.lower() == ".json":

@@ -127,6 +127,11 @@ class Plan:
             d["alternatives"] = alternatives
         return _jsonable(d)
 
+    def to_frame(self) -> "pd.DataFrame":
+        """The plan as a one-row DataFrame (see :func:`plans_to_frame` for several)."""
+        return plans_to_frame([self])
+
+
 SEVERITIES = ("HIGH", "warning", "note")
 _ROW_LABELS = ("n_kind", "loss_unit", "repetition_risk")  # the words a row of numbers needs to be read
 
@@ -626,6 +631,11 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
             source += (f"; data-constrained law with U = {U:.3g} unique tokens (Muennighoff et al. 2023, "
                        "R_D* and R_N* published)")
         rep_extra, rep_risks = _repetition(count_params(shape, _n_kind(fit)), D, U)
+    trained = int((fit.shape_family or {}).get("kv_heads") or 0)
+    if family.kind == "probe" and kv_heads and kv_heads != trained:  # an attention the law has not seen
+        had = f"{trained} key/value heads" if trained else "one key/value head per query head"
+        edge = (*edge, f"warning: the probes trained {had}, this plan {kv_heads}: the law was fitted on another "
+                f"attention; do: train the probes with model.kv_heads = {kv_heads} and refit")
     optimal = _plan_at(fit, budget, shape, D, "compute-optimal", alloc_intervals=ivs, alloc_source=source,
                        extra=rep_extra, risks_extra=(*edge, *rep_risks), **common)
     if inference_tokens is None:

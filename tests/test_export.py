@@ -58,6 +58,12 @@ def test_emit_config_round_trips_and_builds_at_the_planned_size(tmp_path):
     assert rec["prediction"]["low"] < rec["prediction"]["loss"] < rec["prediction"]["high"]
 
 
+def test_emit_config_of_a_serving_plan_is_the_inference_aware_model(tmp_path):
+    out = _emit(tmp_path, "--budget", "1e21", "--inference-tokens", "1e12")
+    chosen = make_plan(budget=1e21, inference_tokens=1e12)
+    assert json.loads((out / "recipe.json").read_text())["model"]["params"] == chosen.shape.params
+
+
 def test_torchtitan_files(tmp_path):
     out = _emit(tmp_path, "--budget", "3e22")
     job = tomllib.loads((out / "torchtitan.toml").read_text())
@@ -91,6 +97,9 @@ def test_probe_plan_exports_the_mup_granite_model(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == plan.shape.params
     m = plan.extra["width_multiplier"]
     assert cfg.logits_scaling == pytest.approx(m)  # muP's readout: logits / m
+    assert not any("key/value" in r for r in plan.risks)
+    gqa = make_plan(fit, 1e14, level=None, kv_heads=2)  # an attention the probes did not train: said
+    assert gqa.shape.kv_heads == 2 and any("the law was fitted on another attention" in r for r in gqa.risks)
     groups = {g["group"]: g for g in recipe(plan)["optimizer"]["param_groups"]}
     assert groups["hidden"]["lr"] == pytest.approx(plan.lr / m) and groups["embedding"]["lr"] == plan.lr
 

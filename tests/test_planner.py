@@ -102,6 +102,7 @@ def test_plan_numbers_are_consistent():
                 "decades_beyond_fit", "risk_level", "model_n_kv_heads"):
         assert key in row, key
     assert not any(k.startswith("source") for k in row) and "risks" not in row  # words live in the JSON
+    assert p.to_frame().iloc[0]["params"] == p.params
     d = p.to_dict()
     assert "not fitted to your runs" in d["sources"]["lr"]
     assert d["shape"]["n_kv_heads"] == p.shape.kv_heads and d["loss"]["point"] == p.loss
