@@ -8,7 +8,7 @@ import click
 
 from fits import __version__
 from fits._cli import check_writable, fail, guarded
-from fits._io import atomic_write_bytes
+from fits._io import atomic_write_bytes, atomic_write_text
 from fits.errors import InputError
 
 from .budget import UNITS, Budget
@@ -178,8 +178,6 @@ def _table(rows) -> str:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     import csv
     import io
-
-    from fits._io import atomic_write_text
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
@@ -388,7 +386,6 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     writes = []  # (option, path, write): everything is computed before the first file is written
     if emit_grid:
         from .emit import plan_grid_toml
-        from fits._io import atomic_write_text
 
         main_plan = next(p for p in plans if p.variant == "compute-optimal")
         text = plan_grid_toml(main_plan, source, fit_path or results, isoflop=emit_isoflop)
@@ -400,8 +397,6 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
         writes.append(("--emit-config", emit_config, lambda: write_config_dir(chosen, emit_config)))
     if out:
         if Path(out).suffix.lower() == ".json":
-            from fits._io import atomic_write_text
-
             writes.append(("--out", out, lambda: [atomic_write_text(Path(out), _plans_json(plans)) or Path(out)]))
         else:
             writes.append(("--out", out, lambda: [_write_csv(Path(out), rows) or Path(out)]))

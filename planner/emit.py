@@ -1,18 +1,20 @@
 """A plan handed back to the probe runner: a probe grid (TOML) that trains the planned model."""
 from __future__ import annotations
 
+import json
+
 from fits.errors import InputError
 
 from .shape import count_params
 
-__all__ = ["plan_grid_toml", "plan_grid_runs"]
+__all__ = ["plan_grid_toml", "plan_grid_runs", "toml_value"]
 
 
-def _toml_value(v) -> str:
+def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return f'"{v}"'
+        return json.dumps(v)  # a TOML basic string: JSON's escapes are TOML's
     return repr(v)
 
 
@@ -74,7 +76,7 @@ def plan_grid_toml(plan, fit=None, source: str | None = None, isoflop: bool = Fa
              "[grid]", f"seed = {[int(x) for x in seeds]}", ""]
     for section in ("model", "train", "data"):
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in settings[section].items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in settings[section].items()]
         lines.append("")
     for r in plan_grid_runs(plan, fit, isoflop):
         lines += ["[[run]]", f"width = {r['width']}", f"tokens = [{r['tokens']}]",

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from fits.errors import InputError
 
+from .emit import toml_value
+
 __all__ = ["hf_config", "recipe", "torchtitan_toml", "torchtitan_flavor", "torchtitan_ffn", "write_config_dir",
            "EXPORT_FILES"]
 
@@ -138,14 +140,6 @@ def torchtitan_flavor(plan) -> str:
         ""])
 
 
-def _toml(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    return repr(v)
-
-
 def torchtitan_toml(plan) -> str:
     """A torchtitan job config (TOML) for the plan's recipe; the model is the flavor "planned"."""
     r = recipe(plan)
@@ -168,7 +162,7 @@ def torchtitan_toml(plan) -> str:
              "# The model is the flavor in torchtitan_flavor.py; set the dataset, tokenizer and parallelism for your "
              "cluster."]
     for name, body in sections.items():
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml(v)}" for k, v in body.items()]
+        lines += ["", f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in body.items()]
     return "\n".join(lines) + "\n"
 
 

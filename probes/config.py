@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from fits.errors import InputError
-from planner.shape import decoder_flops_per_token, decoder_params, probe_d_ff
+from planner.shape import ModelShape, probe_d_ff
 
 __all__ = ["ModelConfig", "TrainConfig", "DataConfig", "ProbeConfig"]
 
@@ -73,11 +73,14 @@ class ModelConfig:
 
     @property
     def n_kv_heads(self) -> int:
-        return self.kv_heads or self.n_heads
+        return self.shape.kv_heads
 
     @property
-    def _kv_dim(self) -> int:
-        return self.n_kv_heads * self.d_head
+    def shape(self) -> ModelShape:
+        """The planner's shape of this model: parameter and FLOP counts live there, once."""
+        kv = self.kv_heads if self.kv_heads and self.kv_heads < self.n_heads else 0
+        return ModelShape(self.width, self.depth, self.n_heads, self.d_head, self.d_ff, self.vocab_size,
+                          self.seq_len, kv)
 
     @property
     def d_ff(self) -> int:
@@ -93,16 +96,16 @@ class ModelConfig:
 
     @property
     def non_embedding_params(self) -> int:
-        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size, self._kv_dim)[0]
+        return self.shape.non_embedding_params
 
     @property
     def params_total(self) -> int:
-        return decoder_params(self.width, self.depth, self.d_ff, self.vocab_size, self._kv_dim)[1]
+        return self.shape.params
 
     @property
     def flops_per_token(self) -> float:
-        """Training FLOPs per token, attention included (planner.shape.decoder_flops_per_token)."""
-        return decoder_flops_per_token(self.width, self.depth, self.d_ff, self.vocab_size, self.seq_len, self._kv_dim)
+        """Training FLOPs per token, attention included (planner.shape.ModelShape)."""
+        return self.shape.flops_per_token
 
 
 @dataclass(frozen=True)
