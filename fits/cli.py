@@ -58,6 +58,7 @@ def main(results, n, d, loss, flops, form, unique_tokens, n_kind, loss_unit, boo
     Subcommands:
       fit hparams SWEEP ...   fit the learning-rate/batch-size (and weight-decay) laws to an lr x batch
                               sweep (see `fit hparams --help`)
+      fit downstream RUNS ... fit task-accuracy laws to an eval table (see `fit downstream --help`)
       fit-verify ...          score a saved fit against held-out runs (see `fit-verify --help`)
     """
     from . import backtest, fit_loss_surface, isoflop_analysis
@@ -182,11 +183,95 @@ def hparams_main(sweep, n, d, lr, batch, loss, wd, method, bootstrap, seed, out)
         click.echo(f"\nwrote {out}")
 
 
+def _parse_at(value: str | None):
+    if value is None:
+        return None
+    try:
+        n, d = (float(x) for x in value.split(","))
+    except ValueError:
+        raise InputError(f"--at: give N,D (e.g. 7e9,1.4e12); got {value!r}") from None
+    if not (n > 0 and d > 0):
+        raise InputError(f"--at: N and D must be positive; got {value!r}")
+    return n, d
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fit downstream",
+                      message="%(prog)s (scaling-planner) %(version)s")
+@click.argument("runs", type=click.Path(dir_okay=False))
+@click.option("--n", "n", default="params", show_default=True, help="Column of parameter counts N.")
+@click.option("--d", "d", default="tokens", show_default=True,
+              help="Column of tokens trained so far (of each evaluation).")
+@click.option("--run", default="auto", show_default=True,
+              help="Column naming each evaluation's run (auto: run, run_id or name; none: one row per run).")
+@click.option("--task-loss", default=None,
+              help="Task-loss column, or a pattern with {task} (e.g. \"eval/downstream_bpb/{task}_bpb\") "
+                   "[default: the known eval-harness namings].")
+@click.option("--accuracy", multiple=True,
+              help="Accuracy column, or a pattern with {task}; repeat to try several in order "
+                   "(e.g. {task}_len_norm then {task}_acc).")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="JSON/YAML file: task -> {loss: column, accuracy: column, chance: level}.")
+@click.option("--task", "tasks", multiple=True, help="Fit only this task (repeatable).")
+@click.option("--form", default="chinchilla", show_default=True, help="Loss form of step 1 (task loss from N, D).")
+@click.option("--bootstrap", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Joint bootstrap refits by run.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--level", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--sigmoid-rows", type=click.Choice(["after_warmup", "final"]), default="after_warmup",
+              show_default=True, help="Evaluations the sigmoid step is fitted on.")
+@click.option("--at", default=None, help="Predict at N,D (e.g. 7e9,1.4e12): a column in the table, a star on the plots.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the fit as JSON (plan --downstream reads it) and the per-task table as <stem>_tasks.csv.")
+@click.option("--plots", type=click.Path(file_okay=False), default=None,
+              help="Write one PNG per task into this folder: both steps, the data and the prediction at --at.")
+@guarded
+def downstream_main(runs, n, d, run, task_loss, accuracy, mapping, tasks, form, bootstrap, seed, level,
+                    sigmoid_rows, at, out, plots):
+    """Fit task-accuracy laws to RUNS (an eval table: N, D, a run label, and a loss and an accuracy
+    column per task): the two-step chain (task loss from N, D; accuracy from task loss) and the
+    direct law on log accuracy, chosen per task by rolling-origin backtests over model sizes, with a
+    predictability verdict per task."""
+    from .downstream import fit_downstream
+
+    target = _parse_at(at)
+    if out and Path(out).suffix.lower() != ".json":
+        raise InputError(f"--out: the fit is written as JSON; give a .json path, not {out!r}")
+    check_writable("--out", out)
+    down = fit_downstream(runs, n=n, d=d, run=None if run == "none" else run, task_loss=task_loss,
+                          accuracy=list(accuracy) or None, mapping=mapping, tasks=list(tasks) or None, form=form,
+                          bootstrap=bootstrap, seed=seed, level=level, sigmoid_rows=sigmoid_rows,
+                          progress=bootstrap >= 50)
+    click.echo(down.report(target, level))
+    if out:
+        out = Path(out)
+        csv_path = out.with_name(out.stem + "_tasks.csv")
+        table = down.to_frame().to_csv()
+        down.to_json(out)
+        atomic_write_text(csv_path, table)
+        click.echo(f"\nwrote {out} and {csv_path}")
+    if plots:
+        from ._io import atomic_write_bytes
+        from .report import png_bytes
+
+        folder = Path(plots)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in down.tasks:
+            fig = down.plot(name, target, level)
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+            atomic_write_bytes(folder / f"{safe}.png", png_bytes(fig))
+        click.echo(f"wrote {len(down.tasks)} plot(s) into {folder}")
+
+
+_SUBCOMMANDS = {"hparams": hparams_main, "downstream": downstream_main}
+
+
 def entry():
     """The ``fit`` command: ``fit RESULTS ...`` fits a loss surface; ``fit hparams SWEEP ...`` fits
-    the hyperparameter laws."""
+    the hyperparameter laws; ``fit downstream RUNS ...`` the task-accuracy laws."""
     import sys
 
-    if sys.argv[1:2] == ["hparams"]:
-        return hparams_main(sys.argv[2:], prog_name="fit hparams")
+    sub = _SUBCOMMANDS.get(sys.argv[1] if len(sys.argv) > 1 else "")
+    if sub is not None:
+        return sub(sys.argv[2:], prog_name=f"fit {sys.argv[1]}")
     return main()

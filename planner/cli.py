@@ -112,6 +112,8 @@ def _card(plan, explain: bool = False) -> str:
                         if "serving_tokens_per_second" in e else ""))
         lines.append(f"  lifetime FLOPs      {e['lifetime_flops']:.4g} (training + serving), "
                      f"{e['lifetime_flops_saved']:.0%} less than the compute-optimal model's")
+    if plan.extra.get("downstream"):
+        lines += _downstream_lines(plan.extra["downstream"], explain)
     if plan.risks:
         lines.append(f"  risks ({plan.variant} plan, most severe first):")
         lines += [f"    - {r}" for r in plan.risks]
@@ -120,6 +122,20 @@ def _card(plan, explain: bool = False) -> str:
     w = max(map(len, src)) + 2
     lines += [f"    {k:<{w}}{v}" for k, v in src.items()]
     return "\n".join(lines)
+
+
+def _downstream_lines(records, explain: bool) -> list[str]:
+    """The card's task-accuracy block: predictable tasks with their interval, the others' verdicts."""
+    level = records[0]["level"]
+    lines = [f"  task accuracy       ({level:.0%} intervals; a task that is not predictable gets its verdict only)"]
+    w = max(len(r["task"]) for r in records) + 2
+    for r in records:
+        if r["accuracy"] is not None:
+            lines.append(f"    {r['task']:<{w}}{100 * r['accuracy']:5.1f}%  [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
+                         f"  {r['method'].replace('_', '-')}, chance {100 * r['chance']:.0f}%")
+        else:
+            lines.append(f"    {r['task']:<{w}}  --    {r['verdict']}" + (f": {r['reason']}" if explain else ""))
+    return lines
 
 
 def _short(text: str, width: int = 84) -> str:
@@ -286,6 +302,9 @@ def _hparams_from_results(path):
               help="Tokens to serve over the model's life: also plan the inference-aware model.")
 @click.option("--unique-tokens", type=float, default=None,
               help="Unique training tokens available: plan for repeated data and report its risk.")
+@click.option("--downstream", default=None, type=click.Path(dir_okay=False),
+              help="Task-accuracy laws (JSON from `fit downstream`): add each predictable task's accuracy with its "
+                   "interval to the plan, and the verdict of the others.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the plans: .csv (one row of numbers per plan variant) or .json (every number, interval, "
                    "risk and source).")
@@ -305,7 +324,7 @@ def _hparams_from_results(path):
               help="With --emit-grid: also the shapes nearest N/3 and 3N on the same budget.")
 @guarded
 def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, results, list_presets,
-         level, seq_len, vocab_size, kv_heads, tp, hparams, inference_tokens, unique_tokens, out, as_json, quiet,
+         level, seq_len, vocab_size, kv_heads, tp, hparams, inference_tokens, unique_tokens, downstream, out, as_json, quiet,
          explain, plot, report, emit_grid, emit_config, emit_isoflop):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
@@ -355,8 +374,17 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
     source = resolve_fit(source)
     if report and data is None:
         data = _fit_data(source)
+    down = None
+    if downstream is not None:
+        from fits.downstream import load_downstream
+
+        down = load_downstream(downstream)
     plans = make_plans(source, budgets, level=level, seq_len=seq_len, vocab_size=vocab_size, kv_heads=kv_heads, tp=tp,
                        hparams=hp, inference_tokens=inference_tokens, unique_tokens=unique_tokens)
+    if down is not None:
+        from .plan import with_downstream
+
+        plans = with_downstream(plans, down, level, source=f"fit downstream ({downstream})")
     rows = [p.to_row() for p in plans]
     if plot:
         from .report import figure_sweep

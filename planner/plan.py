@@ -94,6 +94,10 @@ class Plan:
         })
         row.update({k: v for k, v in self.extra.items()
                     if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k in _ROW_LABELS})
+        for r in self.extra.get("downstream", ()):  # predictable tasks only: the others have no number
+            if r["accuracy"] is not None:
+                row.update({f"acc_{r['task']}": r["accuracy"], f"acc_{r['task']}_low": r["lo"],
+                            f"acc_{r['task']}_high": r["hi"]})
         row["risk_level"] = self.risk_level
         return row
 
@@ -130,6 +134,28 @@ class Plan:
     def to_frame(self) -> "pd.DataFrame":
         """The plan as a one-row DataFrame (see :func:`plans_to_frame` for several)."""
         return plans_to_frame([self])
+
+
+def with_downstream(plans, down, level: float = 0.9, source: str = "downstream fit") -> list:
+    """Each plan with the task accuracies of ``down`` (a :class:`fits.downstream.DownstreamFit`) at
+    its (N, D) in ``extra["downstream"]``: the accuracy and its interval for predictable tasks, the
+    verdict and its reason for the others. A plan beyond the eval table's largest model by more than
+    a decade gets a note. Needs numpy only."""
+    import dataclasses
+
+    n_max = max(down.options.get("sizes") or [0.0])
+    out = []
+    for p in plans:
+        recs = down.predict(p.params, p.tokens, level)
+        risks = p.risks
+        beyond = math.log10(p.params / n_max) if n_max else 0.0
+        if beyond > 1 and any(r["accuracy"] is not None for r in recs):
+            risks = (*risks, f"note: task accuracies are extrapolated {beyond:.1f} decades of N beyond the eval "
+                             f"table's largest model ({n_max:.3g}); the interval is calibrated one size step out; "
+                             "do: add an eval run nearer the plan")
+        out.append(dataclasses.replace(p, risks=risks, extra={**p.extra, "downstream": recs},
+                                       sources={**p.sources, "downstream": source}))
+    return out
 
 
 SEVERITIES = ("HIGH", "warning", "note")

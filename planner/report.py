@@ -178,6 +178,14 @@ def build_report(plans, fit, data=None) -> Report:
     sh = ["setting", "value"]
     sections.append((f"Trainer's settings ({chosen.variant} plan)", table(sh, srows, False, numeric=()),
                      table(sh, srows, True)))
+    if chosen.extra.get("downstream"):
+        recs = chosen.extra["downstream"]
+        dh = ["task", "accuracy", f"{recs[0]['level']:.0%} interval", "method / verdict"]
+        drows = [(r["task"], fmt(r["accuracy"], ".1%") if r["accuracy"] is not None else "not predicted",
+                  f"[{r['lo']:.1%}, {r['hi']:.1%}]" if r["accuracy"] is not None else "",
+                  r["method"].replace("_", "-") if r["accuracy"] is not None else f"{r['verdict']}: {r['reason']}")
+                 for r in recs]
+        sections.append((f"Task accuracy ({chosen.variant} plan)", table(dh, drows, False), table(dh, drows, True)))
     variants = {p.variant for p in plans}
     shared = [r for r in head.risks if all(r in p.risks for p in plans)]  # said once, not per plan
     risks = list(dict.fromkeys([*(("every plan: " if len(variants) > 1 else "") + r for r in shared),

@@ -10,6 +10,7 @@ from fits import __version__
 @pytest.mark.parametrize("module, name, prog", [("planner.cli", "main", "plan"), ("fits.cli", "main", "fit"),
                                                 ("fits.cli", "verify_main", "fit-verify"),
                                                 ("fits.cli", "hparams_main", "fit hparams"),
+                                                ("fits.cli", "downstream_main", "fit downstream"),
                                                 ("probes.cli", "main", "probe")])
 def test_every_command_has_version(module, name, prog):
     if module.startswith("probes"):
