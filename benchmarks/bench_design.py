@@ -30,7 +30,7 @@ import pandas as pd
 
 from fits import fit_loss_surface, get_form, load_fit
 from fits.design import design_runs, isoflop_baseline, run_cost
-from planner.presets import load_preset
+from fits.presets import load_preset
 from probes.sweep import design_candidates
 
 ROOT = Path(__file__).resolve().parents[1]

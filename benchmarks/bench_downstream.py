@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fits.downstream import fit_downstream
+from fits.downstream_fit import fit_downstream
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "olmo_ladder_dev.csv"

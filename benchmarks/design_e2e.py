@@ -89,7 +89,7 @@ def main():
             print(budget, name, json.dumps(out[name], indent=1, default=float), flush=True)
         out["half_width_ratio_ladder_over_optimal"] = out["ladder"]["half_width"] / out["optimal"]["half_width"]
         settings.append(out)
-    from fits._io import to_jsonable
+    from scaling_core.io import to_jsonable
 
     path = ROOT / "benchmarks" / "results" / "design_e2e.json"
     done = {(o["form"], o["probe_budget"]) for o in settings}

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from fits import fit_loss_surface, load_fit, verify
-from fits._io import atomic_write_text, to_jsonable
+from scaling_core.io import atomic_write_text, to_jsonable
 from planner import make_plan
 from planner.emit import plan_grid_runs, plan_grid_toml
 from probes.sweep import export_results, load_grid, run_sweep

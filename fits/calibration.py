@@ -75,18 +75,18 @@ TRUST_ERROR = 0.02      # own-backtest mean |relative error| above which a fit i
 TRUST_WIDTH = 0.10      # 90% prediction interval (relative full width) at 10x the data above which
 
 
-def _trust(fit, frame, groups, delta, fixed, seed) -> dict:
+def _trust(fit, frame, groups, delta, fixed, seed, *, refit) -> dict:
     """The fit's own extrapolation check: refit without the largest budget and score it, and the
     width of the 90% prediction interval at 3x and 10x the largest budget. Returns a dict with
-    the numbers and plain-words warnings."""
-    from .fitting import refit_frame
+    the numbers and plain-words warnings. ``refit`` fits a subset of the frame
+    (:func:`fits.fitting.refit_frame`, passed in so that this module sits below the pipeline)."""
 
     out, warns = {}, []
     top = int(groups.max())
     train, test = frame[groups < top], frame[groups == top]
     law = fit.law
     if len(train) > len(law.param_names) and train["N"].nunique() > 1 and train["D"].nunique() > 1:
-        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, calibrate=False,
+        sub = refit(train, form=law, fixed=fixed, delta=delta, bootstrap=200, seed=seed, calibrate=False,
                           group=None)
         pred, lo, hi = sub.interval(test["N"].to_numpy(), test["D"].to_numpy(), level=0.9)
         obs = test["loss"].to_numpy()
@@ -129,15 +129,15 @@ def _long_folds(frame, groups, factors=LONG_FOLDS, min_levels: int = 3):
     return out
 
 
-def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, max_axis_holdouts=3, boot=100):
+def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, max_axis_holdouts=3, boot=100, *,
+                      refit):
     """Extrapolation backtests: for each of the largest budgets g (from the fourth), fit on budgets
     < g and score the runs at g; likewise for the largest model sizes and token counts, and the long
     folds (fit budgets up to a tenth and a hundredth of the largest, score everything above). Returns
     (records, number of backtests): one row per held-out run, (|log error|, sd without distance,
     decades beyond the backtest's runs), so that a score |error| / sqrt(sd^2 + (k d)^2) can be
-    formed for the law's per-decade error k."""
+    formed for the law's per-decade error k. ``refit`` as in :func:`_trust`."""
     from .selection import extrapolation_folds
-    from .fitting import refit_frame
 
     masks = [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_holdouts, axes=("compute",), first_compute=3)]
     masks += [(tr, te) for _, _, tr, te in extrapolation_folds(frame, max_axis_holdouts, axes=("size", "tokens"))]
@@ -147,7 +147,7 @@ def _conformal_scores(law, frame, groups, delta, fixed, seed, max_holdouts=5, ma
         train, test = frame[tr], frame[te]
         if len(train) <= len(law.param_names) or train["N"].nunique() < 2 or train["D"].nunique() < 2:
             continue
-        sub = refit_frame(train, form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
+        sub = refit(train, form=law, fixed=fixed, delta=delta, bootstrap=boot, seed=seed,
                           calibrate=False, unique_tokens="U" if law.variables else None)
         var = {"unique_tokens": test["U"].to_numpy()} if law.variables else {}
         N, D = test["N"].to_numpy(), test["D"].to_numpy()

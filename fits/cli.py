@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from ._cli import check_writable, guarded
+from scaling_core.cli import check_writable, guarded
 from .errors import InputError
-from ._io import atomic_write_text
+from scaling_core.io import atomic_write_text
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -232,7 +232,7 @@ def downstream_main(runs, n, d, run, task_loss, accuracy, mapping, tasks, form, 
     column per task): the two-step chain (task loss from N, D; accuracy from task loss) and the
     direct law on log accuracy, chosen per task by rolling-origin backtests over model sizes, with a
     predictability verdict per task."""
-    from .downstream import fit_downstream
+    from .downstream_fit import fit_downstream
 
     target = _parse_at(at)
     if out and Path(out).suffix.lower() != ".json":
@@ -251,7 +251,7 @@ def downstream_main(runs, n, d, run, task_loss, accuracy, mapping, tasks, form, 
         atomic_write_text(csv_path, table)
         click.echo(f"\nwrote {out} and {csv_path}")
     if plots:
-        from ._io import atomic_write_bytes
+        from scaling_core.io import atomic_write_bytes
         from .report import png_bytes
 
         folder = Path(plots)

@@ -1,7 +1,5 @@
-"""The error type for bad user input (kept dependency-free so every module can raise it)."""
+"""The error type for bad user input; it lives in :mod:`scaling_core.errors` (shared by probes,
+fits and planner) and is re-exported here as ``fits.InputError``."""
+from scaling_core.errors import InputError
 
 __all__ = ["InputError"]
-
-
-class InputError(ValueError):
-    """Bad user input: the message names the parameter, the constraint and what was given."""

@@ -15,7 +15,7 @@ from .errors import InputError
 from .forms import Form, get_form
 from .surface import LossSurfaceFit
 
-__all__ = ["fit_loss_surface", "refit_frame"]
+__all__ = ["fit_loss_surface", "refit_frame", "compare_forms"]
 
 _MAD = 1.4826  # MAD -> standard deviation for a normal
 
@@ -161,7 +161,7 @@ def fit_loss_surface(
     if do_cal:
         if not bootstrap:
             raise InputError("calibrate: calibration needs bootstrap > 0")
-        scores, n_cal = _conformal_scores(law, frame, groups_budget, delta, fixed, seed)
+        scores, n_cal = _conformal_scores(law, frame, groups_budget, delta, fixed, seed, refit=refit_frame)
 
     range_ = {
         "N_min": frame["N"].min(), "N_max": frame["N"].max(),
@@ -199,7 +199,7 @@ def fit_loss_surface(
     if trust:
         import dataclasses
 
-        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups_budget, delta, fixed, seed))
+        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups_budget, delta, fixed, seed, refit=refit_frame))
     return fit
 
 
@@ -210,14 +210,25 @@ def refit_frame(frame, **kwargs) -> LossSurfaceFit:
     return fit_loss_surface(table, trust=False, **kwargs)
 
 
+def compare_forms(frame, forms=None, delta: float = 1e-3, seed: int = 0, max_folds: int = 3, bootstrap: int = 30,
+                  level: float = 0.9):
+    """Score candidate forms (default :data:`fits.selection.CANDIDATES`) on rolling-origin
+    extrapolation backtests of a tidy frame (columns N, D, C, loss, optionally budget) and choose one:
+    a :class:`fits.selection.FormComparison` (see :mod:`fits.selection` for the rule)."""
+    from .selection import CANDIDATES, score_forms
+
+    return score_forms(frame, refit_frame, CANDIDATES if forms is None else forms, delta=delta, seed=seed,
+                       max_folds=max_folds, bootstrap=bootstrap, level=level)
+
+
 def _fit_auto(df, forms, **kw) -> LossSurfaceFit:
     """``form="auto"`` (or a list of forms): choose the form by extrapolation backtests
-    (:func:`fits.selection.compare_forms`), fit it, and carry the credible forms' full-data fits so
+    (:func:`compare_forms`), fit it, and carry the credible forms' full-data fits so
     that intervals include their disagreement."""
     import dataclasses
 
     from ._data import budget_groups, budget_of, read_table, surface_data
-    from .selection import CANDIDATES, compare_forms
+    from .selection import CANDIDATES
 
     forms = CANDIDATES if forms is None else forms
     if kw.get("unique_tokens") is not None:
@@ -245,7 +256,7 @@ def _fit_auto(df, forms, **kw) -> LossSurfaceFit:
     if trust is None:
         trust = bool(kw["bootstrap"]) and groups.max() >= 2
     if trust:
-        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups, kw["delta"], {}, kw["seed"]))
+        fit = dataclasses.replace(fit, trust=_trust(fit, frame, groups, kw["delta"], {}, kw["seed"], refit=refit_frame))
     return fit
 
 

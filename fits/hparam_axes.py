@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._data import final_rows, read_table
-from ._io import to_jsonable
+from scaling_core.io import to_jsonable
 from .errors import InputError
 
 __all__ = ["WeightDecayFit", "fit_weight_decay", "critical_batch", "critical_batch_law", "noise_scale_batch"]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._data import final_rows, read_table
 from .hparam_axes import WeightDecayFit, critical_batch, critical_batch_law, fit_weight_decay, noise_scale_batch
-from ._io import atomic_write_text, read_json, to_jsonable
+from scaling_core.io import atomic_write_text, read_json, to_jsonable
 from .errors import InputError
 
 __all__ = ["HyperparameterFit", "fit_hyperparameters", "load_hparams", "critical_batch", "critical_batch_law",

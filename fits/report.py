@@ -59,7 +59,7 @@ class Report:
     def write(self, path) -> list[Path]:
         """Write ``path`` (.html or .md; Markdown puts its plots beside it as <stem>_<name>.png),
         atomically, file by file; returns the paths written."""
-        from ._io import atomic_write_bytes, atomic_write_text
+        from scaling_core.io import atomic_write_bytes, atomic_write_text
 
         path = check_report_path(path)
         if path.suffix.lower() == ".md":

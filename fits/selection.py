@@ -21,7 +21,7 @@ from .errors import InputError
 from .forms import get_form
 from .isoflop import vertex_check
 
-__all__ = ["CANDIDATES", "FormComparison", "compare_forms", "extrapolation_folds", "plot_forms"]
+__all__ = ["CANDIDATES", "FormComparison", "score_forms", "extrapolation_folds", "plot_forms"]
 
 #: forms ``form="auto"`` weighs, simplest first (the order breaks ties)
 CANDIDATES = ("chinchilla", "beta_n", "interaction", "kaplan", "farseer")
@@ -103,11 +103,11 @@ def _observed_n_opt(test: pd.DataFrame) -> float:
     return math.exp(v[0]) if check == "ok" else math.nan
 
 
-def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, seed: int = 0,
-                  max_folds: int = 3, bootstrap: int = 30, level: float = 0.9) -> FormComparison:
+def score_forms(frame: pd.DataFrame, refit, forms=CANDIDATES, delta: float = 1e-3, seed: int = 0,
+                max_folds: int = 3, bootstrap: int = 30, level: float = 0.9) -> FormComparison:
     """Score each of ``forms`` on rolling-origin backtests of a tidy frame (columns N, D, C, loss,
-    optionally budget) and choose one; see the module docstring."""
-    from .fitting import refit_frame
+    optionally budget) and choose one; see the module docstring. ``refit`` fits a subset of the
+    frame (:func:`fits.fitting.refit_frame`; :func:`fits.fitting.compare_forms` passes it)."""
 
     forms = [get_form(f).name for f in forms]
     if not forms:
@@ -128,7 +128,7 @@ def compare_forms(frame: pd.DataFrame, forms=CANDIDATES, delta: float = 1e-3, se
                                             f"{len(train)} runs)"})
                 continue
             try:
-                sub = refit_frame(train, form=law, delta=delta, bootstrap=bootstrap, seed=seed, calibrate=False,
+                sub = refit(train, form=law, delta=delta, bootstrap=bootstrap, seed=seed, calibrate=False,
                                   group=None)
             except InputError as exc:
                 rows.append({**row, "note": str(exc)})

@@ -20,6 +20,8 @@ def verify(fit, realised, n: str | None = None, d: str | None = None, loss: str 
     Column names default to those the fit was made with (``fit.options["columns"]``). A probe
     export contributes its end-of-cooldown rows only (``final``).
 
+    Examples
+    --------
     >>> import numpy as np, pandas as pd
     >>> from fits import fit_loss_surface
     >>> law = lambda n, d: 1.5 + 30 / n ** 0.3 + 300 / d ** 0.3

@@ -6,11 +6,11 @@ Never imports torch; the ``plan`` command answers in well under a second.
 >>> make_plan(budget=1e21).shape.n_layers > 0
 True
 """
-from .budget import Budget
-from .hardware import ACCELERATORS, get_accelerator
+from scaling_core.budget import Budget
+from scaling_core.hardware import ACCELERATORS, get_accelerator
 from .plan import Plan, make_plan, make_plans, plans_to_frame
-from .presets import list_presets, load_preset
-from .shape import ModelShape, shape_for_params
+from fits.presets import list_presets, load_preset
+from scaling_core.shape import ModelShape, shape_for_params
 
 __all__ = [
     "Budget", "ACCELERATORS", "get_accelerator", "Plan", "make_plan", "make_plans", "plans_to_frame",

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from fits import __version__
-from fits._cli import check_writable, fail, guarded
-from fits._io import atomic_write_bytes, atomic_write_text
+from scaling_core.cli import check_writable, fail, guarded
+from scaling_core.io import atomic_write_bytes, atomic_write_text
 from fits.errors import InputError
 
-from .budget import UNITS, Budget
+from scaling_core.budget import UNITS, Budget
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -209,7 +209,7 @@ def _fit_data(fit):
     src, cols = fit.provenance.get("source"), fit.options.get("columns") or {}
     if not src or not Path(src).is_file():
         return None
-    from fits._data import surface_data
+    from fits import surface_data
 
     try:
         return surface_data(src, n=cols.get("n", "params"), d=cols.get("d", "tokens"), loss=cols.get("loss", "loss"),
@@ -242,7 +242,7 @@ def _fit_results(path):
     benchmarks/results/validation.json), else params_total; D from tokens, loss from
     loss (else val_loss); a probes export contributes its end-of-cooldown rows only."""
     from fits import fit_loss_surface
-    from fits._data import final_rows, read_table, surface_data
+    from fits import final_rows, read_table, surface_data
 
     t = read_table(path, "--results")
     t = final_rows(t)
@@ -328,7 +328,7 @@ def main(budget, unit, gpu, mfu, peak_tflops, price_per_hour, preset, fit_path, 
          explain, plot, report, emit_grid, emit_config, emit_isoflop):
     """Plan a language-model training run for a compute budget."""
     from .plan import make_plans
-    from .presets import DEFAULT_PRESET, list_presets as _list
+    from fits.presets import DEFAULT_PRESET, list_presets as _list
 
     if list_presets:
         for p in _list():

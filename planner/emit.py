@@ -5,7 +5,7 @@ import json
 
 from fits.errors import InputError
 
-from .shape import count_params
+from scaling_core.shape import count_params
 
 __all__ = ["plan_grid_toml", "plan_grid_runs", "toml_value"]
 

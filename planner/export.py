@@ -170,7 +170,7 @@ def write_config_dir(plan, directory) -> list[Path]:
     """Write :data:`EXPORT_FILES` for ``plan`` into ``directory`` (created; each file atomically)."""
     import yaml
 
-    from fits._io import atomic_write_text
+    from scaling_core.io import atomic_write_text
 
     if _is_mup(plan) and plan.family.kind != "probe":  # pragma: no cover - muP plans come from probes
         raise InputError("--emit-config: a muP plan must come from a fit of probes")

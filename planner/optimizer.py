@@ -8,7 +8,7 @@ import math
 from fits.errors import InputError
 
 from . import rules
-from .shape import ModelShape
+from scaling_core.shape import ModelShape
 
 HPARAM_LAW_MAX_DECADES = 1.0   # a fitted lr/batch law is used at most this far beyond its data
 

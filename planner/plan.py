@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fits.errors import InputError
+from fits.presets import resolve_fit
+from scaling_core.budget import Budget
+from scaling_core.shape import PRODUCTION_TP, ModelShape, ShapeFamily, count_params, family_shapes
 
 from . import rules
-from .budget import Budget
 from .optimizer import _beyond, _critical_batch, _group_lrs, _hyperparameters, _weight_decay
-from .presets import DEFAULT_PRESET, load_preset
-from .shape import PRODUCTION_TP, ModelShape, ShapeFamily, count_params, family_shapes
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from fits.surface import LossSurfaceFit
 
 __all__ = ["AllocationError", "Plan", "make_plan", "make_plans", "plans_to_frame", "resolve_fit", "risk_severity"]
 
@@ -184,20 +181,6 @@ def plans_to_frame(plans) -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame([p.to_row() for p in plans])
-
-
-def resolve_fit(source=None) -> "LossSurfaceFit":
-    """A fit from a LossSurfaceFit, a preset name, or a path to a fit JSON (default preset)."""
-    if source is None:
-        return load_preset(DEFAULT_PRESET)
-    if isinstance(source, (str, Path)) and (str(source).endswith(".json") or Path(source).is_file()):
-        from fits.surface import load_fit
-        return load_fit(source)
-    if isinstance(source, str):
-        return load_preset(source)
-    if hasattr(source, "allocation") and hasattr(source, "params"):
-        return source
-    raise InputError(f"fit: expected a fit, a preset name or a fit JSON path; got {type(source).__name__}")
 
 
 def _fit_label(fit) -> str:
@@ -490,7 +473,7 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
         probes plans in the probes' own family; otherwise production shapes, seq 2048, vocab 32000).
     kv_heads, tp : key/value heads (grouped-query attention; default 8) and the tensor-parallel
         degree the query heads divide into (default 8) of the production family (see
-        :mod:`planner.shape`); ``kv_heads`` also sets a probe family's.
+        :mod:`scaling_core.shape`); ``kv_heads`` also sets a probe family's.
     hparams : learning-rate/batch rule: "deepseek2024" (default without probes), "steplaw2025",
         "probes" (the probes' own lr, batch, warmup and weight decay; default for a fit of probes),
         or a fitted hyperparameter law (used only within ``HPARAM_LAW_MAX_DECADES`` of its data).
@@ -504,9 +487,12 @@ def make_plan(fit=None, budget=1e21, *, level: float | None = 0.9, seq_len: int 
         ``plan.extra["same_loss"]`` the same-loss smaller model of Sardana et al. 2024 (it trains
         beyond the budget, and says by how much).
 
-    A law with no interior compute-optimal N at the budget (its isoFLOP loss keeps falling to the
-    search's edge) raises :class:`AllocationError` naming the cause: N, D and the loss there would be
-    artefacts of the search, not a plan.
+    Raises
+    ------
+    AllocationError
+        When the law has no interior compute-optimal N at the budget (its isoFLOP loss keeps
+        falling to the search's edge), naming the cause: N, D and the loss there would be
+        artefacts of the search, not a plan.
 
     Examples
     --------

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from fits import __version__
-from fits._cli import guarded
+from scaling_core.cli import guarded
 from fits.errors import InputError
 
 
@@ -168,8 +168,8 @@ def design_cmd(budget, target, probe_budget, unit, gpu, mfu, price_per_hour, nex
     width records every level it reaches by branch cooldowns). With --target and --probe-budget: the
     runs, within that cost, that most shrink the interval of the plan at the target (optimal
     design). With --target and --next RESULTS: the --k runs that help most given the runs done."""
-    from fits._cli import check_writable
-    from fits._io import atomic_write_text
+    from scaling_core.cli import check_writable
+    from scaling_core.io import atomic_write_text
 
     from .sweep import LADDER_WIDTHS, design_grid
 
@@ -208,7 +208,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     import pandas as pd
 
     from fits.design import MISFIT, design_runs, design_variance, simulate_design, summarise_simulation
-    from planner.budget import Budget
+    from scaling_core.budget import Budget
 
     from .sweep import cost_words, design_candidates, ladder_levels, ladder_runs, runs_toml
 
@@ -220,7 +220,7 @@ def _optimal_design(target, probe_budget, unit, hw, next_results, k, prior, crit
     opts = dict(criterion=criterion, noise=noise, misfit=MISFIT if misfit is None else misfit)
     if next_results is not None:
         from fits import fit_loss_surface
-        from fits._data import final_rows, read_table
+        from fits import final_rows, read_table
 
         done = read_table(next_results, "--next")
         done = final_rows(done)
@@ -287,8 +287,8 @@ def _design_prior(prior, name):
     """The prior fit of an optimal design and its label: ``prior`` as given (its form must be the form
     ``name`` when both are given), else the reference CPU ladder's fit, refitted in that form when it differs."""
     from fits import fit_loss_surface
-    from fits._data import read_table
-    from planner.plan import resolve_fit
+    from fits import read_table
+    from fits.presets import resolve_fit
 
     ref = Path(__file__).resolve().parents[1] / "data" / "reference" / "probes_default_cpu_fit.json"
     if prior is None and ref.is_file():

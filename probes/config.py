@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from fits.errors import InputError
-from planner.shape import ModelShape, probe_d_ff
+from scaling_core.shape import ModelShape, probe_d_ff
 
 __all__ = ["ModelConfig", "TrainConfig", "DataConfig", "ProbeConfig"]
 
@@ -30,7 +30,7 @@ class ModelConfig:
 
     width : d_model; depth : number of layers; d_head : fixed head size (heads = width/d_head);
     kv_heads : key/value heads for grouped-query attention (0: one per query head; else it must
-    divide the heads), as the production family plans them (``planner.shape``);
+    divide the heads), as the production family plans them (``scaling_core.shape``);
     base_width, base_depth : muP/CompleteP reference shape (m = width/base_width,
     m_L = depth/base_depth); parametrization : "mup" or "sp" (standard, for comparison).
     """
@@ -104,7 +104,7 @@ class ModelConfig:
 
     @property
     def flops_per_token(self) -> float:
-        """Training FLOPs per token, attention included (planner.shape.ModelShape)."""
+        """Training FLOPs per token, attention included (scaling_core.shape.ModelShape)."""
         return self.shape.flops_per_token
 
 

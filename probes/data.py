@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fits._io import atomic_write_bytes, atomic_write_text
+from scaling_core.io import atomic_write_bytes, atomic_write_text
 from fits.errors import InputError
 
 from .config import DataConfig

@@ -1,7 +1,7 @@
 """Where probe runs execute: local processes (the default, ``probes.sweep.run_sweep``), a Ray
 cluster, or Slurm through submitit.
 
-Every executor runs the same unit of work, ``sweep._run_locked``: one config trained into its own
+Every executor runs the same unit of work, ``run_locked``: one config trained into its own
 directory of the run store (``<out>/<config key>/``), under an exclusive lock, skipped when
 ``done.json`` exists, resumed from its checkpoint otherwise. So the guarantees do not depend on the
 executor: no run is trained twice at once, a finished run is never retrained, a resumed run continues
@@ -15,18 +15,52 @@ read the same directory whichever engine trained it.
 """
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import shutil
 from pathlib import Path
 
+from scaling_core.io import atomic_write_text
 from fits.errors import InputError
 
 from .config import ProbeConfig
 
-__all__ = ["EXECUTORS", "run_ray", "run_slurm", "ray_options", "gpu_env"]
+__all__ = ["EXECUTORS", "run_locked", "run_ray", "run_slurm", "ray_options", "gpu_env"]
 
 EXECUTORS = ("local", "ray", "slurm")
+
+
+def run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None):
+    """Train one config unless another process holds its lock (the unit of work of every executor and
+    of the local pool). Returns (key, status)."""
+    import dataclasses
+
+    from .train import train_probe
+
+    if threads:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+    run_dir = out / cfg.key()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "lock", "a+") as lock:  # not "w": a held lock keeps its holder's pid
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return cfg.key(), "busy"
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")  # who trains this run (read by `probe status` users and tests)
+        lock.flush()
+        if (run_dir / "done.json").exists():
+            return cfg.key(), "skipped"
+        err = run_dir / "error.txt"
+        try:
+            res = train_probe(cfg, out, progress=progress)
+        except Exception as exc:  # `probe status` shows the last line; the sweep reports it and goes on
+            atomic_write_text(err, f"{type(exc).__name__}: {exc}\n")
+            raise
+        err.unlink(missing_ok=True)
+        return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
 def _missing(extra: str, package: str, executor: str) -> InputError:
@@ -35,9 +69,7 @@ def _missing(extra: str, package: str, executor: str) -> InputError:
 
 
 def _ray_task(cfg: ProbeConfig, out: str, threads: int):
-    from .sweep import _run_locked
-
-    return _run_locked(cfg, Path(out), False, threads)
+    return run_locked(cfg, Path(out), False, threads)
 
 
 def gpu_env(gpus_per_probe: float) -> dict:
@@ -131,10 +163,8 @@ class _SlurmProbe:
         self.out, self.threads, self.gpus = out, threads, gpus_per_probe
 
     def __call__(self, cfg: ProbeConfig):
-        from .sweep import _run_locked
-
         os.environ.update(gpu_env(self.gpus))
-        return _run_locked(cfg, Path(self.out), False, self.threads)
+        return run_locked(cfg, Path(self.out), False, self.threads)
 
     def checkpoint(self, cfg: ProbeConfig):
         import submitit

@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fits._io import atomic_write_text
+from scaling_core.io import atomic_write_text
 from fits.errors import InputError
 
 from .config import DataConfig, ModelConfig, ProbeConfig, TrainConfig
+from .executors import run_locked
 
 if TYPE_CHECKING:
     import pandas as pd  # noqa: F401
@@ -136,37 +137,6 @@ def load_grid(path) -> list[ProbeConfig]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"grid: {str(p)!r} is not valid TOML ({exc})") from None
     return expand_grid(spec)
-
-
-def _run_locked(cfg: ProbeConfig, out: Path, progress: bool, threads: int | None):
-    """Train one config unless another process holds its lock. Returns (key, status)."""
-    import dataclasses
-
-    from .train import train_probe
-
-    if threads:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
-    run_dir = out / cfg.key()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "lock", "a+") as lock:  # not "w": a held lock keeps its holder's pid
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return cfg.key(), "busy"
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")  # who trains this run (read by `probe status` users and tests)
-        lock.flush()
-        if (run_dir / "done.json").exists():
-            return cfg.key(), "skipped"
-        err = run_dir / "error.txt"
-        try:
-            res = train_probe(cfg, out, progress=progress)
-        except Exception as exc:  # `probe status` shows the last line; the sweep reports it and goes on
-            atomic_write_text(err, f"{type(exc).__name__}: {exc}\n")
-            raise
-        err.unlink(missing_ok=True)
-        return cfg.key(), "diverged" if res.diverged else ("resumed" if res.resumed else "trained")
 
 
 def visible_gpus() -> list[str]:
@@ -274,7 +244,7 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
     if workers <= 1:
         for c in configs:
             try:
-                k, s = _run_locked(c, out, progress, threads)
+                k, s = run_locked(c, out, progress, threads)
             except Exception as exc:  # noqa: BLE001 - one run's failure is recorded, the sweep goes on
                 k, s = c.key(), f"failed: {type(exc).__name__}: {exc}"
             statuses[k] = s
@@ -297,7 +267,7 @@ def run_sweep(configs: list[ProbeConfig], out, workers: int = 1, progress: bool 
                     slots.put(slot)
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(os.getpid(), slots)) as ex:
-                futures = {ex.submit(_run_locked, c, out, False, threads): c for c in pending}
+                futures = {ex.submit(run_locked, c, out, False, threads): c for c in pending}
                 for fut, c in futures.items():
                     try:
                         k, s = fut.result()
@@ -593,7 +563,7 @@ CPU_FLOPS = 2.8e10
 
 def cost_words(flops: float) -> str:
     """What ``flops`` of probes take: CPU-hours at the measured CPU rate and H100-hours at 40% MFU."""
-    from planner.budget import Budget
+    from scaling_core.budget import Budget
 
     def span(hours: float) -> str:
         for limit, unit, scale in ((1 / 60, "s", 3600), (1, "min", 60), (48, "h", 1), (math.inf, "days", 1 / 24)):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fits._io import atomic_write_text
+from scaling_core.io import atomic_write_text
 from fits.errors import InputError
 
 from .config import ProbeConfig

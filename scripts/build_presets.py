@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from fits import fit_loss_surface
-from fits._io import atomic_write_text, to_jsonable
+from scaling_core.io import atomic_write_text, to_jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared" / "data" / "chinchilla_svg_extracted.csv"

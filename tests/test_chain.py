@@ -16,7 +16,7 @@ from fits.forms import STATUSES, get_form
 from fits.calibration import conformal_quantile
 from planner import make_plan
 from planner.cli import main as plan_cli
-from planner.shape import count_params
+from scaling_core.shape import count_params
 
 # --- the fit engine reaches the optimum of its own objective --------------------------------
 
@@ -307,7 +307,7 @@ def test_inference_aware_plan_prices_repeated_data():
     assert p.extra["epochs"] > dc.extra["epochs"]
     assert "repetition_risk" in p.extra
     # its loss is the data-constrained law's at its own epochs, not the fresh-data law's
-    from planner.presets import load_preset
+    from fits.presets import load_preset
     fresh_loss = float(load_preset("besiroglu2024").predict(p.params, p.tokens))
     assert p.loss > fresh_loss
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from fits import load_fit
 from fits.design import (UNUSABLE, design_runs, design_variance, isoflop_baseline, run_cost, simulate_design,
                           summarise_simulation)
-from planner.presets import load_preset
+from fits.presets import load_preset
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 

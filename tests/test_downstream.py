@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fits.downstream import TaskFit, fit_downstream, load_downstream, sigmoid
+from fits import fit_downstream, load_downstream
+from fits.downstream import TaskFit, sigmoid
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "olmo_ladder_dev.csv"
 

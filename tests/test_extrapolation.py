@@ -118,7 +118,7 @@ def test_a_binding_bound_is_reported_as_the_data_pushing_beyond_it():
 # --- intervals -------------------------------------------------------------------------------
 
 def test_preset_interval_respects_the_floor_and_grows_with_distance():
-    from planner.presets import load_preset
+    from fits.presets import load_preset
 
     fit = load_preset("besiroglu2024")
     C = np.logspace(21, 26, 11)

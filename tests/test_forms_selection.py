@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from conftest import BESIROGLU, SHARED
 from fits import fit_loss_surface, get_form, load_fit
 from fits.forms import chinchilla_allocation, numeric_allocation
-from fits.selection import compare_forms, extrapolation_folds
+from fits.fitting import compare_forms
+from fits.selection import extrapolation_folds
 
 FARSEER_CSV = SHARED / "data" / "farseer_train.csv"
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings, strategies as st
 from fits import InputError, fit_loss_surface
 from planner import Budget, make_plan, make_plans
 from planner.cli import main as plan_cli, parse_budgets
-from planner.presets import list_presets, load_preset
+from fits.presets import list_presets, load_preset
 from planner.rules import deepseek_batch, deepseek_lr
-from planner.shape import shape_for_params
+from scaling_core.shape import shape_for_params
 
 from conftest import BESIROGLU, isoflop_sweep
 
@@ -133,7 +133,7 @@ def test_inference_aware_plan_spends_the_budget_and_is_cheaper_over_lifetime():
 def test_preset_plans_have_production_shapes(log_budget):
     """Heads divide into 8-way tensor parallelism and into the 8 kv heads, d_model and d_ff are
     multiples of 128, depth is even, and the counts are exact for that shape."""
-    from planner.shape import decoder_flops_per_token
+    from scaling_core.shape import decoder_flops_per_token
 
     p = make_plan(budget=10.0 ** log_budget, level=None)
     s = p.shape

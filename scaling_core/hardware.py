@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fits.errors import InputError
+from .errors import InputError
 
 __all__ = ["Accelerator", "ACCELERATORS", "get_accelerator"]
 

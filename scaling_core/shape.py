@@ -21,7 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from fits.errors import InputError
+from .errors import InputError
 
 __all__ = ["ModelShape", "shape_for_params", "decoder_params", "decoder_flops_per_token", "probe_d_ff",
            "ShapeFamily", "family_shapes", "count_params", "pad_vocab", "PRODUCTION_TP", "PRODUCTION_KV_HEADS"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fits.errors import InputError
+from .errors import InputError
 
 from .hardware import get_accelerator
 
