@@ -168,7 +168,8 @@ def _fit_law(law, data, fixed=None):
     """A loss form fitted to a task's final evaluations by the project's engine: start points over
     the exponents, then every start polished at once (a task table is small; the engine's full
     valley search is not needed for a prediction within a size step or two). Returns theta."""
-    from ._engine import batched_refits, start_points, varpro_starts, _varpro_params
+    from ._engine import batched_refits
+    from ._starts import _varpro_params, start_points, varpro_starts
 
     fixed = fixed or {}
     names = law.param_names

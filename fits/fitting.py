@@ -21,7 +21,8 @@ _MAD = 1.4826  # MAD -> standard deviation for a normal
 
 
 def _fit_once(form, data, delta, fixed, starts=None):
-    from ._engine import robust_fit, start_points
+    from ._engine import robust_fit
+    from ._starts import start_points
 
     if starts is None:
         starts = start_points(form, data, delta)
