@@ -238,6 +238,8 @@ def downstream_main(runs, n, d, run, task_loss, accuracy, mapping, tasks, form, 
     if out and Path(out).suffix.lower() != ".json":
         raise InputError(f"--out: the fit is written as JSON; give a .json path, not {out!r}")
     check_writable("--out", out)
+    if plots:  # checked before the fit, so that a bad folder costs no work and leaves nothing half-written
+        check_writable("--plots", Path(plots) / "plot.png")
     down = fit_downstream(runs, n=n, d=d, run=None if run == "none" else run, task_loss=task_loss,
                           accuracy=list(accuracy) or None, mapping=mapping, tasks=list(tasks) or None, form=form,
                           bootstrap=bootstrap, seed=seed, level=level, sigmoid_rows=sigmoid_rows,
@@ -255,7 +257,6 @@ def downstream_main(runs, n, d, run, task_loss, accuracy, mapping, tasks, form, 
         from .report import png_bytes
 
         folder = Path(plots)
-        folder.mkdir(parents=True, exist_ok=True)
         for name in down.tasks:
             fig = down.plot(name, target, level)
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -268,12 +268,9 @@ class DownstreamFit:
     def plot(self, task: str, at: tuple[float, float] | None = None, level: float = 0.9):
         """Both steps of one task: task loss against compute per size, and accuracy against task
         loss with the sigmoid; the prediction at ``at`` = (N, D) with its band. Returns the figure."""
-        import matplotlib
+        from ._plot import pyplot
 
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         t = self[task]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         pts = self.data.get(task, {})

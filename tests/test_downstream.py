@@ -104,6 +104,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, mutate, expect):
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_plots_folder_under_a_file_is_one_line_exit_2(tmp_path):
+    from fits.cli import downstream_main
+
+    path = tmp_path / "runs.csv"
+    ladder().to_csv(path, index=False)
+    (tmp_path / "afile").write_text("x")
+    res = CliRunner().invoke(downstream_main, [str(path), "--bootstrap", "0", "--out", str(tmp_path / "d.json"),
+                                               "--plots", str(tmp_path / "afile" / "plots")])
+    assert res.exit_code == 2 and "--plots" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "d.json").exists()  # checked before any work is written
+
+
 def test_missing_task_loss_column_named(tmp_path):
     from fits.cli import downstream_main
 
